@@ -1,0 +1,252 @@
+"""AsyncOVOClient: configuration, lifecycle, `with_options`, and the `sms` resource."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from . import _validation
+from ._errors import OVOError, ValidationError
+from ._retry import RetryPolicy
+from ._transport import APIKey, Pool, Transport
+from .resources.sms import AsyncSMS
+
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "AsyncOVOClient"]
+
+DEFAULT_BASE_URL = "https://api.ovocommunications.com/v1"
+#: Connect within 5 s; each read, write or pool wait within 30 s.
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+#: Keep-alive equals the maximum: with fewer, a burst reopens connections on every wave.
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+
+
+class _NotGiven:
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN: Any = _NotGiven()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(base_url: str) -> str:
+    try:
+        url = httpx.URL(base_url)
+    except Exception as exc:
+        raise OVOError(f"base_url {base_url!r} is not a valid URL: {exc}") from None
+    if url.scheme == "https" and url.host:
+        return base_url
+    if url.scheme == "http" and url.host and _is_loopback(url.host):
+        return base_url
+    if url.scheme == "http":
+        raise OVOError(
+            f"base_url {base_url!r} uses plain http to a non-loopback host; "
+            "the API key would travel unencrypted: use https"
+        )
+    raise OVOError(f"base_url {base_url!r} must be an absolute https URL")
+
+
+def _timeout(value: float | httpx.Timeout | None) -> httpx.Timeout:
+    if isinstance(value, httpx.Timeout):
+        return value
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise OVOError(f"timeout must be a number of seconds or an httpx.Timeout, got {value!r}")
+    if value <= 0:
+        raise OVOError(f"timeout must be positive, got {value!r}")
+    return httpx.Timeout(float(value))
+
+
+def _retry_policy(max_retries: int | None, retry: RetryPolicy | None) -> RetryPolicy:
+    policy = retry if retry is not None else RetryPolicy()
+    if not isinstance(policy, RetryPolicy):
+        raise OVOError(f"retry must be a RetryPolicy, got {type(policy).__name__}")
+    if max_retries is not None:
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise OVOError(f"max_retries must be a non-negative int, got {max_retries!r}")
+        policy = RetryPolicy(
+            max_retries=max_retries,
+            initial_backoff=policy.initial_backoff,
+            max_backoff=policy.max_backoff,
+            jitter=policy.jitter,
+            max_retry_after=policy.max_retry_after,
+            retry_non_idempotent=policy.retry_non_idempotent,
+        )
+    return policy
+
+
+class AsyncOVOClient:
+    """The async client for the OVO SMS API.
+
+    Use it as `async with AsyncOVOClient(api_key=...) as client:` (or call `aclose()`), then
+    `await client.sms.send(...)`. The key and base URL default to the `OVO_API_KEY` and
+    `OVO_BASE_URL` environment variables. One pooled `httpx.AsyncClient` serves every call;
+    pass `http_client` to use your own (the SDK never closes it) or `transport` to plug in
+    an httpx async transport (for example `FakeOVO().transport()` in tests).
+    """
+
+    sms: AsyncSMS
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        max_retries: int | None = None,
+        retry: RetryPolicy | None = None,
+        default_from: str | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get("OVO_API_KEY")
+        if not key or not isinstance(key, str):
+            raise OVOError(
+                "no API key: pass api_key=... or set the OVO_API_KEY environment variable"
+            )
+        if http_client is not None and transport is not None:
+            raise OVOError("pass either http_client or transport, not both")
+        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+            raise OVOError(
+                f"http_client must be an httpx.AsyncClient, got {type(http_client).__name__}"
+            )
+        url = _check_base_url(base_url or os.environ.get("OVO_BASE_URL") or DEFAULT_BASE_URL)
+        if default_from is not None:
+            try:
+                _validation.sender("default_from", default_from)
+            except ValidationError as exc:
+                raise ValidationError(exc.field, str(exc).split(": ", 1)[1]) from None
+        headers = dict(default_headers or {})
+        for name in headers:
+            if name.lower() in ("authorization", "idempotency-key", "content-type"):
+                raise OVOError(f"default_headers may not set {name!r}: the SDK sets it")
+        if http_client is None:
+            http = httpx.AsyncClient(
+                transport=transport, limits=DEFAULT_LIMITS, follow_redirects=False
+            )
+            pool = Pool(http, owned=True)
+        else:
+            pool = Pool(http_client, owned=False)
+        # Kept to build a fresh pool after fork (see fresh_copy).
+        self._http_transport = transport
+        self._owns_pool = True
+        self._transport = Transport(
+            pool=pool,
+            base_url=url,
+            api_key=APIKey(key),
+            timeout=_timeout(timeout),
+            retry=_retry_policy(max_retries, retry),
+            default_headers=headers,
+        )
+        self.default_from = default_from
+        self.sms = AsyncSMS(self._transport, default_from=default_from)
+
+    @property
+    def base_url(self) -> str:
+        """The API's base URL."""
+        return self._transport.base_url
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        """The timeout applied to each attempt."""
+        return self._transport.timeout
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy."""
+        return self._transport.retry
+
+    @property
+    def is_closed(self) -> bool:
+        """True once this client (or the client whose pool it shares) has been closed."""
+        return self._transport.closed or self._transport.pool.closed
+
+    def with_options(
+        self,
+        *,
+        timeout: float | httpx.Timeout = NOT_GIVEN,
+        max_retries: int = NOT_GIVEN,
+        retry: RetryPolicy = NOT_GIVEN,
+    ) -> AsyncOVOClient:
+        """A client with other options that shares this one's connection pool.
+
+        Cheap to make per call; closing it leaves this client open.
+        """
+        policy = self._transport.retry if retry is NOT_GIVEN else retry
+        derived = object.__new__(type(self))
+        derived._http_transport = self._http_transport
+        derived._owns_pool = False
+        derived._transport = self._transport.derive(
+            timeout=self._transport.timeout if timeout is NOT_GIVEN else _timeout(timeout),
+            retry=_retry_policy(None if max_retries is NOT_GIVEN else max_retries, policy),
+        )
+        derived.default_from = self.default_from
+        derived.sms = AsyncSMS(derived._transport, default_from=self.default_from)
+        return derived
+
+    def fresh_copy(self) -> AsyncOVOClient:
+        """A client with the same configuration and a new connection pool of its own.
+
+        Used after `os.fork()`: the parent's sockets must not be shared with the child.
+        A caller's `http_client` cannot be copied and is reused as is.
+        """
+        old = self._transport
+        pool = (
+            Pool(
+                httpx.AsyncClient(
+                    transport=self._http_transport, limits=DEFAULT_LIMITS, follow_redirects=False
+                ),
+                owned=True,
+            )
+            if old.pool.owned
+            else old.pool
+        )
+        copy = object.__new__(type(self))
+        copy._http_transport = self._http_transport
+        copy._owns_pool = True
+        copy._transport = Transport(
+            pool=pool,
+            base_url=old.base_url,
+            api_key=old.api_key,
+            timeout=old.timeout,
+            retry=old.retry,
+            default_headers=old.default_headers,
+        )
+        copy.default_from = self.default_from
+        copy.sms = AsyncSMS(copy._transport, default_from=self.default_from)
+        return copy
+
+    async def aclose(self) -> None:
+        """Close the connection pool (unless it is a caller's `http_client`). Safe to repeat."""
+        self._transport.closed = True
+        if self._owns_pool:
+            await self._transport.pool.aclose()
+
+    async def __aenter__(self) -> AsyncOVOClient:
+        if self.is_closed:
+            raise OVOError("this client is closed; make a new one")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} base_url={self.base_url!r}>"

@@ -1,0 +1,61 @@
+"""Turning what callers pass (keywords, mappings, SMSRequest) into checked SMSRequests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import ValidationError
+from .models import SMSRequest
+
+_KEYS = frozenset({"to", "from", "from_", "message", "callback_url"})
+
+
+def make_request(item: Any, *, default_from: str | None, prefix: str = "") -> SMSRequest:
+    """An `SMSRequest` from an `SMSRequest` or a mapping, with `from_` filled from the default.
+
+    A `ValidationError` names the field under `prefix` (for example `messages[3].to`).
+    """
+    try:
+        if isinstance(item, SMSRequest):
+            request = item
+        elif isinstance(item, Mapping):
+            request = _from_mapping(item)
+        else:
+            raise ValidationError(
+                "", f"must be an SMSRequest or a mapping, got {type(item).__name__}"
+            )
+        if request.from_ is None:
+            if default_from is None:
+                raise ValidationError(
+                    "from_", "is required (pass from_=... or set default_from on the client)"
+                )
+            request = SMSRequest(
+                to=request.to,
+                message=request.message,
+                from_=default_from,
+                callback_url=request.callback_url,
+            )
+        return request
+    except ValidationError as exc:
+        if not prefix:
+            raise
+        field = f"{prefix}.{exc.field}" if exc.field else prefix
+        raise ValidationError(field, str(exc).split(": ", 1)[1]) from None
+
+
+def _from_mapping(item: Mapping[Any, Any]) -> SMSRequest:
+    unknown = [key for key in item if key not in _KEYS]
+    if unknown:
+        raise ValidationError(str(unknown[0]), "is not a field of an SMS (to, from, message, callback_url)")
+    if "from" in item and "from_" in item:
+        raise ValidationError("from_", "give either 'from' or 'from_', not both")
+    for key in ("to", "message"):
+        if key not in item:
+            raise ValidationError(key, "is required")
+    return SMSRequest(
+        to=item["to"],
+        message=item["message"],
+        from_=item.get("from_", item.get("from")),
+        callback_url=item.get("callback_url"),
+    )

@@ -1,0 +1,139 @@
+"""The retry policy: what is retried, how long to wait, and the tenacity loop built from it.
+
+Safe by default: a POST (which costs money) is retried only when the server provably did
+not act on it. Cancellation is never retried: the predicate only accepts `OVOError`s.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import attrs
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_base
+
+from ._errors import APIConnectionError, APIError, OVOError
+
+__all__ = ["RetryPolicy", "may_have_been_sent", "should_retry"]
+
+logger = logging.getLogger("ovo_async")
+
+
+def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{attribute.name} must be a non-negative number, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How failed requests are retried.
+
+    - `max_retries`: retries after the first attempt (default 2, so 3 attempts).
+    - `initial_backoff`, `max_backoff`: exponential backoff in seconds (0.5 doubling, capped at 8).
+    - `jitter`: take up to a quarter off each backoff at random, so clients spread out.
+    - `max_retry_after`: the longest `Retry-After` honoured; a longer one is raised at once.
+    - `retry_non_idempotent`: also retry POST when its fate is unknown (read errors, read
+      timeouts, 409, 5xx). Only safe against a server that honours `Idempotency-Key`.
+    """
+
+    max_retries: int = attrs.field(default=2, validator=_non_negative)
+    initial_backoff: float = attrs.field(default=0.5, validator=_non_negative)
+    max_backoff: float = attrs.field(default=8.0, validator=_non_negative)
+    jitter: bool = True
+    max_retry_after: float = attrs.field(default=60.0, validator=_non_negative)
+    retry_non_idempotent: bool = False
+
+    def backoff(self, retry_number: int) -> float:
+        """Seconds to wait before retry number `retry_number` (1-based) without a Retry-After."""
+        delay = min(self.max_backoff, self.initial_backoff * 2.0 ** (retry_number - 1))
+        if self.jitter:
+            delay *= 1.0 - 0.25 * random.random()
+        return delay
+
+
+_GET_STATUSES = frozenset({408, 409, 429})
+_POST_STATUSES = frozenset({408, 429})
+
+
+def should_retry(error: BaseException, *, idempotent: bool, policy: RetryPolicy) -> bool:
+    """The classification table of DESIGN section 3."""
+    if not isinstance(error, OVOError):
+        # Cancellation, KeyboardInterrupt and bugs are never retried.
+        return False
+    if isinstance(error, APIConnectionError):
+        return idempotent or not error.may_have_been_sent or policy.retry_non_idempotent
+    if not isinstance(error, APIError):
+        return False
+    if error.retry_after is not None and error.retry_after > policy.max_retry_after:
+        return False
+    status = error.status_code
+    if idempotent:
+        return status in _GET_STATUSES or status >= 500
+    if status in _POST_STATUSES or (status == 503 and error.retry_after is not None):
+        return True
+    return policy.retry_non_idempotent and (status == 409 or status >= 500)
+
+
+def may_have_been_sent(status_code: int, retry_after: float | None) -> bool:
+    """Whether a POST answered with this status may have been acted on by the server."""
+    if status_code == 503 and retry_after is not None:
+        return False
+    return status_code >= 500 or status_code == 409
+
+
+class _Wait(wait_base):
+    """`Retry-After` when the server gave one, else the policy's backoff."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(error, APIError) and error.retry_after is not None:
+            return error.retry_after
+        return self.policy.backoff(retry_state.attempt_number)
+
+
+def retrying(
+    policy: RetryPolicy,
+    *,
+    idempotent: bool,
+    describe: str,
+    on_wait: Callable[[float, BaseException], None] | None = None,
+) -> AsyncRetrying:
+    """A tenacity loop for one call: `async for attempt in retrying(...): with attempt: ...`.
+
+    `describe` names the call in log lines (for example `POST /sms/send`); `on_wait` is told
+    each wait before it starts (bulk sending uses it to pause its other workers).
+    """
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        assert error is not None
+        logger.warning(
+            "retrying %s (attempt %d of %d) in %.2f s after %s: %s",
+            describe,
+            state.attempt_number + 1,
+            policy.max_retries + 1,
+            wait,
+            type(error).__name__,
+            error,
+        )
+        if on_wait is not None:
+            on_wait(wait, error)
+
+    return AsyncRetrying(
+        stop=stop_after_attempt(policy.max_retries + 1),
+        wait=_Wait(policy),
+        retry=retry_if_exception(
+            lambda e: should_retry(e, idempotent=idempotent, policy=policy)
+        ),
+        sleep=anyio.sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )

@@ -1,0 +1,97 @@
+"""Input checks run before any request: E.164 numbers, sender IDs, text, URLs.
+
+Each check raises `ValidationError` naming the field, so a caller knows what to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._errors import ValidationError
+
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+SENDER_ID = re.compile(r"[A-Za-z0-9 ]{1,11}")
+
+#: The most messages one `sms.batch` call accepts; `send_many` splits larger jobs.
+MAX_BATCH_SIZE = 1000
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def phone_number(field: str, value: Any) -> str:
+    """An E.164 number: `+` then 2 to 15 digits, the first 1-9."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, got {type(value).__name__}")
+    if E164.fullmatch(value) is None:
+        raise ValidationError(
+            field, f"must be an E.164 number such as +14155550123, got {_show(value)}"
+        )
+    return value
+
+
+def sender(field: str, value: Any) -> str:
+    """A sender ID (1-11 letters, digits or spaces, not all spaces) or an E.164 number."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, got {type(value).__name__}")
+    if E164.fullmatch(value) or (SENDER_ID.fullmatch(value) and value.strip()):
+        return value
+    raise ValidationError(
+        field,
+        "must be a sender ID of 1-11 letters, digits or spaces, or an E.164 number, "
+        f"got {_show(value)}",
+    )
+
+
+def message_text(field: str, value: Any) -> str:
+    """Non-empty text."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValidationError(field, "must not be empty")
+    return value
+
+
+def callback_url(field: str, value: Any) -> str | None:
+    """None, or an absolute http(s) URL."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, got {type(value).__name__}")
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(field, f"must be an absolute http(s) URL, got {_show(value)}")
+    return value
+
+
+def idempotency_key(field: str, value: Any) -> str | None:
+    """None, or a non-empty printable ASCII header value of at most 255 characters."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > 255
+        or not value.isascii()
+        or not value.isprintable()
+    ):
+        raise ValidationError(
+            field, f"must be 1-255 printable ASCII characters, got {_show(value)}"
+        )
+    return value
+
+
+def message_id(field: str, value: Any) -> str:
+    """A message id: a non-empty string that is not `.` or `..`."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, got {type(value).__name__}")
+    if value in ("", ".", ".."):
+        raise ValidationError(field, f"must be a message id such as 'sm_123', got {_show(value)}")
+    return value

@@ -1,0 +1,144 @@
+"""Value objects sent to and returned by the OVO API.
+
+All models are frozen, slotted attrs classes. The Python attribute `from_` is the JSON
+field `from`. Statuses the SDK does not know are kept as plain strings.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from . import _validation as v
+from ._errors import OVOError
+
+__all__ = [
+    "BatchMessage",
+    "BatchResult",
+    "BulkOutcome",
+    "ErrorDetail",
+    "Message",
+    "MessageStatus",
+    "SMSRequest",
+    "SentMessage",
+]
+
+
+class MessageStatus(str, enum.Enum):
+    """A message's delivery status. Compares equal to its string value."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    UNDELIVERED = "undelivered"
+    REJECTED = "rejected"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _check(check: Any) -> Any:
+    def validator(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        check(attribute.name, value)
+
+    return validator
+
+
+def _optional_sender(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None:
+        v.sender(attribute.name, value)
+
+
+@attrs.frozen(kw_only=True)
+class SMSRequest:
+    """One SMS to send. Checked when made: a bad field raises `ValidationError`.
+
+    `from_` may be left out when the client has a `default_from`.
+    """
+
+    to: str = attrs.field(validator=_check(v.phone_number))
+    message: str = attrs.field(validator=_check(v.message_text))
+    from_: str | None = attrs.field(default=None, validator=_optional_sender)
+    callback_url: str | None = attrs.field(default=None, validator=_check(v.callback_url))
+
+
+@attrs.frozen(kw_only=True)
+class SentMessage:
+    """The server's receipt for an accepted message."""
+
+    message_id: str
+    status: MessageStatus | str
+    to: str
+    from_: str
+    created_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class ErrorDetail:
+    """Why one item of a batch failed."""
+
+    code: str | None = None
+    message: str | None = None
+    param: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class BatchMessage:
+    """The outcome of one item of a batch; `message_id` is None when it was not accepted."""
+
+    status: MessageStatus | str
+    to: str
+    from_: str
+    message_id: str | None = None
+    error: ErrorDetail | None = None
+
+
+@attrs.frozen(kw_only=True)
+class BatchResult:
+    """The server's answer to `sms.batch`: counts and one entry per submitted item, in order."""
+
+    batch_id: str
+    total_messages: int
+    successful: int
+    failed: int
+    messages: tuple[BatchMessage, ...]
+    created_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class Message:
+    """A message as stored by OVO, with its current status."""
+
+    message_id: str
+    status: MessageStatus | str
+    to: str
+    from_: str
+    message: str
+    segments: int
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class BulkOutcome:
+    """The result of one input of `sms.send_many`.
+
+    `index` is the input's 0-based position; `request` is the `SMSRequest` made from it
+    (or the input as given when it could not be made one); exactly one of `message` and
+    `error` is set.
+    """
+
+    index: int
+    request: SMSRequest | Any
+    message: SentMessage | None = None
+    error: OVOError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the message was accepted by the server."""
+        return self.error is None

@@ -1,0 +1,103 @@
+"""The `sms` resource: send one message, send a batch, retrieve a message, bulk-send."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+from .. import _serde
+from .. import _validation as v
+from .._errors import ValidationError
+from .._requests import make_request
+from .._transport import Transport
+from ..models import BatchResult, Message, SentMessage, SMSRequest
+
+__all__ = ["AsyncSMS"]
+
+
+class AsyncSMS:
+    """SMS operations, reached as `client.sms`."""
+
+    def __init__(self, transport: Transport, *, default_from: str | None) -> None:
+        self._transport = transport
+        self._default_from = default_from
+
+    async def send(
+        self,
+        *,
+        to: str,
+        from_: str | None = None,
+        message: str,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> SentMessage:
+        """Send one SMS and return the server's receipt.
+
+        `to` is an E.164 number; `from_` a sender ID or number (default: the client's
+        `default_from`); `callback_url` receives status updates. Bad input raises
+        `ValidationError` before any request. `idempotency_key` (default: a new UUID4) is
+        sent with every attempt, so a retry cannot send the message twice on a server that
+        honours it.
+        """
+        request = make_request(
+            SMSRequest(to=to, message=message, from_=from_, callback_url=callback_url),
+            default_from=self._default_from,
+        )
+        v.idempotency_key("idempotency_key", idempotency_key)
+        response, data = await self._transport.request(
+            "POST", "/sms/send", body=_serde.request_body(request), idempotency_key=idempotency_key
+        )
+        return _serde.structure(response, data, SentMessage)
+
+    async def batch(
+        self,
+        messages: Iterable[SMSRequest | Mapping[str, Any]],
+        *,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> BatchResult:
+        """Send up to `MAX_BATCH_SIZE` (1,000) messages in one request.
+
+        Items are `SMSRequest`s or mappings with the keys `to`, `from` (or `from_`),
+        `message` and `callback_url`. A bad item raises `ValidationError` naming it
+        (`messages[3].to`) before any request. Items the server refuses are reported in the
+        result's `messages`, in the order given, not raised.
+        """
+        requests = self._batch_requests(messages)
+        v.callback_url("callback_url", callback_url)
+        v.idempotency_key("idempotency_key", idempotency_key)
+        body: dict[str, Any] = {"messages": [_serde.request_body(r) for r in requests]}
+        if callback_url is not None:
+            body["callback_url"] = callback_url
+        response, data = await self._transport.request(
+            "POST", "/sms/batch", body=body, idempotency_key=idempotency_key
+        )
+        return _serde.structure(response, data, BatchResult)
+
+    def _batch_requests(self, messages: Any) -> list[SMSRequest]:
+        if isinstance(messages, (str, bytes, Mapping, SMSRequest)) or not isinstance(
+            messages, Iterable
+        ):
+            raise ValidationError(
+                "messages", f"must be a list of messages, got {type(messages).__name__}"
+            )
+        items = list(messages)
+        if not items:
+            raise ValidationError("messages", "must hold at least one message")
+        if len(items) > v.MAX_BATCH_SIZE:
+            raise ValidationError(
+                "messages",
+                f"holds {len(items)} messages; a batch takes at most {v.MAX_BATCH_SIZE} "
+                "(use sms.send_many for larger jobs)",
+            )
+        return [
+            make_request(item, default_from=self._default_from, prefix=f"messages[{i}]")
+            for i, item in enumerate(items)
+        ]
+
+    async def retrieve(self, message_id: str) -> Message:
+        """Fetch a message and its current status by id. Unknown ids raise `NotFoundError`."""
+        v.message_id("message_id", message_id)
+        response, data = await self._transport.request("GET", "/sms/" + quote(message_id, safe=""))
+        return _serde.structure(response, data, Message)
