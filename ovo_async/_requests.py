@@ -47,7 +47,9 @@ def make_request(item: Any, *, default_from: str | None, prefix: str = "") -> SM
 def _from_mapping(item: Mapping[Any, Any]) -> SMSRequest:
     unknown = [key for key in item if key not in _KEYS]
     if unknown:
-        raise ValidationError(str(unknown[0]), "is not a field of an SMS (to, from, message, callback_url)")
+        raise ValidationError(
+            str(unknown[0]), "is not a field of an SMS (to, from, message, callback_url)"
+        )
     if "from" in item and "from_" in item:
         raise ValidationError("from_", "give either 'from' or 'from_', not both")
     for key in ("to", "message"):

@@ -130,9 +130,7 @@ def retrying(
     return AsyncRetrying(
         stop=stop_after_attempt(policy.max_retries + 1),
         wait=_Wait(policy),
-        retry=retry_if_exception(
-            lambda e: should_retry(e, idempotent=idempotent, policy=policy)
-        ),
+        retry=retry_if_exception(lambda e: should_retry(e, idempotent=idempotent, policy=policy)),
         sleep=anyio.sleep,
         before_sleep=before_sleep,
         reraise=True,

@@ -32,9 +32,7 @@ __all__ = ["APIKey", "Pool", "Transport", "user_agent"]
 
 logger = logging.getLogger("ovo_async")
 
-USER_AGENT = (
-    f"ovo-async/{__version__} python/{platform.python_version()} httpx/{httpx.__version__}"
-)
+USER_AGENT = f"ovo-async/{__version__} python/{platform.python_version()} httpx/{httpx.__version__}"
 
 
 def user_agent() -> str:
@@ -85,7 +83,8 @@ def _connection_error(exc: httpx.TransportError) -> APIConnectionError:
     # Before the request could be written (connect, pool wait, bad URL) the server cannot
     # have acted; after that the answer may just have been lost.
     not_sent = isinstance(
-        exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+        exc,
+        (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol),
     )
     text = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
@@ -133,12 +132,10 @@ def _api_error(response: httpx.Response) -> APIError:
         message = _text(error.get("message")) or message
     elif isinstance(error, str) and error:
         message = error
-    if 300 <= response.status_code < 400:
-        message = f"{message} (redirect to {response.headers.get('location')!r} not followed)"
     retry_after = None
     if response.status_code in (429, 503):
         retry_after = parse_retry_after(response.headers.get("retry-after"))
-    return error_class_for_status(response.status_code)(
+    error = error_class_for_status(response.status_code)(
         message,
         response=response,
         body=body,
@@ -147,6 +144,10 @@ def _api_error(response: httpx.Response) -> APIError:
         request_id=request_id or response.headers.get("x-request-id"),
         retry_after=retry_after,
     )
+    if 300 <= response.status_code < 400:
+        location = response.headers.get("location")
+        error.args = (f"{error} (redirect to {location!r} not followed)",)
+    return error
 
 
 def _text(value: Any) -> str | None:
@@ -274,14 +275,14 @@ class Transport:
             )
         if not 200 <= response.status_code < 300:
             error = _api_error(response)
-            error.may_have_been_sent = may_have_been_sent(
-                response.status_code, error.retry_after
-            )
+            error.may_have_been_sent = may_have_been_sent(response.status_code, error.retry_after)
             raise error
         try:
             data = response.json()
         except ValueError:
             raise APIResponseValidationError(
-                f"{response.status_code} response is not JSON", response=response, body=response.text
+                f"{response.status_code} response is not JSON",
+                response=response,
+                body=response.text,
             ) from None
         return response, data

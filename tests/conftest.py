@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import respx
+
+from ovo_async import AsyncOVOClient, RetryPolicy
+
+API_KEY = "sk_test_SECRETKEY_9f8e7d6c"
+BASE_URL = "https://api.ovocommunications.com/v1"
+#: Retries without real waiting, so the suite stays fast.
+FAST_RETRY = RetryPolicy(max_retries=2, initial_backoff=0.001, max_backoff=0.002, jitter=False)
+
+
+def sent_json(**overrides: Any) -> dict[str, Any]:
+    body = {
+        "message_id": "sm_123",
+        "status": "queued",
+        "to": "+14155550123",
+        "from": "OVO",
+        "created_at": "2025-05-17T12:34:56Z",
+    }
+    body.update(overrides)
+    return body
+
+
+def message_json(**overrides: Any) -> dict[str, Any]:
+    body = {
+        "message_id": "sm_123",
+        "status": "delivered",
+        "to": "+14155550123",
+        "from": "OVO",
+        "message": "Hello",
+        "segments": 1,
+        "created_at": "2025-05-17T12:34:56Z",
+        "updated_at": "2025-05-17T12:35:00+02:00",
+        "delivered_at": None,
+    }
+    body.update(overrides)
+    return body
+
+
+def batch_json(n: int = 2, **overrides: Any) -> dict[str, Any]:
+    body = {
+        "batch_id": "batch_1",
+        "total_messages": n,
+        "successful": n,
+        "failed": 0,
+        "messages": [
+            {"message_id": f"sm_{i}", "status": "queued", "to": "+14155550123", "from": "OVO"}
+            for i in range(n)
+        ],
+        "created_at": "2025-05-17T12:34:56Z",
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+def api() -> Iterator[respx.MockRouter]:
+    """A respx router for the default base URL; fails on any unmocked request."""
+    with respx.mock(base_url=BASE_URL, assert_all_called=False) as router:
+        yield router
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[AsyncOVOClient]:
+    async with AsyncOVOClient(api_key=API_KEY, retry=FAST_RETRY) as c:
+        yield c
