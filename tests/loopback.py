@@ -1,0 +1,138 @@
+"""A scripted HTTP/1.1 server on 127.0.0.1 for what mocks cannot show.
+
+Each request pops the next action from the script (or repeats the default): answer with
+a status, answer after a delay, or drop the connection without a word. It counts what it
+received, so tests can assert how many times a request really reached the server.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import socketserver
+import threading
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class Reply:
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = attrs.field(factory=dict)
+    delay: float = 0.0
+    drop: bool = False
+
+
+DROP = Reply(drop=True)
+
+
+@attrs.frozen
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class ScriptedServer:
+    def __init__(self, default: Reply) -> None:
+        self.default = default
+        self.script: deque[Reply] = deque()
+        self.received: list[Received] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.url = ""
+
+    def queue(self, *replies: Reply) -> None:
+        with self.lock:
+            self.script.extend(replies)
+
+    @property
+    def count(self) -> int:
+        with self.lock:
+            return len(self.received)
+
+    def _next(self, received: Received) -> Reply:
+        with self.lock:
+            self.received.append(received)
+            return self.script.popleft() if self.script else self.default
+
+
+def _read_request(rfile: Any) -> Received | None:
+    line = rfile.readline()
+    if not line:
+        return None
+    method, path, _ = line.decode("latin-1").split(" ", 2)
+    headers: dict[str, str] = {}
+    while True:
+        raw = rfile.readline()
+        if raw in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = raw.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = rfile.read(int(headers.get("content-length", "0")))
+    return Received(method, path, headers, body)
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: _TCPServer
+
+    def handle(self) -> None:
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        scripted = self.server.scripted
+        while not scripted.stopping.is_set():
+            try:
+                received = _read_request(self.rfile)
+            except (OSError, ValueError):
+                return
+            if received is None:
+                return
+            reply = scripted._next(received)
+            if reply.delay and scripted.stopping.wait(reply.delay):
+                return
+            if reply.drop:
+                # RST instead of FIN: the client sees the connection die with no answer.
+                self.request.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+                return
+            payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+            head = [f"HTTP/1.1 {reply.status} X", f"Content-Length: {len(payload)}"]
+            head += ["Content-Type: application/json"] if payload else []
+            head += [f"{k}: {v}" for k, v in reply.headers.items()]
+            try:
+                self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+                self.wfile.flush()
+            except OSError:
+                return
+
+
+class _TCPServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+    scripted: ScriptedServer
+
+
+@contextmanager
+def scripted_server(default: Reply | None = None) -> Iterator[ScriptedServer]:
+    scripted = ScriptedServer(default or Reply(200, {}))
+    server = _TCPServer(("127.0.0.1", 0), _Handler)
+    server.scripted = scripted
+    port = server.server_address[1]
+    scripted.url = f"http://127.0.0.1:{port}/v1"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.daemon = True
+    thread.start()
+    try:
+        yield scripted
+    finally:
+        scripted.stopping.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
