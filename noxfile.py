@@ -29,7 +29,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package, the tests and the typing examples."""
     session.install("-e", ".[test]", "mypy>=1.10", "nox>=2024.4.15")
-    session.run("mypy", "--strict", "ovo_async", "tests")
+    session.run("mypy", "--strict", "ovo_async", "tests", "scripts")
 
 
 @nox.session(python=PYTHON)

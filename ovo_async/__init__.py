@@ -22,6 +22,7 @@ from ._errors import (
     ValidationError,
 )
 from ._retry import RetryPolicy
+from ._sync import OVOClient
 from ._validation import MAX_BATCH_SIZE
 from ._version import __version__
 from .models import (
@@ -53,6 +54,7 @@ __all__ = [
     "Message",
     "MessageStatus",
     "NotFoundError",
+    "OVOClient",
     "OVOError",
     "PermissionDeniedError",
     "RateLimitError",

@@ -140,7 +140,7 @@ class AsyncOVOClient:
             pool = Pool(http, owned=True)
         else:
             pool = Pool(http_client, owned=False)
-        # Kept to build a fresh pool after fork (see fresh_copy).
+        # Kept to build a fresh pool after fork (see _fresh_copy).
         self._http_transport = transport
         self._owns_pool = True
         self._transport = Transport(
@@ -197,7 +197,7 @@ class AsyncOVOClient:
         derived.sms = AsyncSMS(derived._transport, default_from=self.default_from)
         return derived
 
-    def fresh_copy(self) -> AsyncOVOClient:
+    def _fresh_copy(self) -> AsyncOVOClient:
         """A client with the same configuration and a new connection pool of its own.
 
         Used after `os.fork()`: the parent's sockets must not be shared with the child.

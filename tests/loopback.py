@@ -8,9 +8,11 @@ received, so tests can assert how many times a request really reached the server
 from __future__ import annotations
 
 import json
+import select
 import socket
 import socketserver
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +48,8 @@ class ScriptedServer:
         self.received: list[Received] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        #: Set when a client hangs up while its reply is being delayed.
+        self.hung_up = threading.Event()
         self.url = ""
 
     def queue(self, *replies: Reply) -> None:
@@ -93,7 +97,7 @@ class _Handler(socketserver.StreamRequestHandler):
             if received is None:
                 return
             reply = scripted._next(received)
-            if reply.delay and scripted.stopping.wait(reply.delay):
+            if reply.delay and not self._wait_unless_hung_up(reply.delay):
                 return
             if reply.drop:
                 # RST instead of FIN: the client sees the connection die with no answer.
@@ -110,6 +114,19 @@ class _Handler(socketserver.StreamRequestHandler):
                 self.wfile.flush()
             except OSError:
                 return
+
+    def _wait_unless_hung_up(self, delay: float) -> bool:
+        """Sleep `delay` seconds; False if the client hung up or the server is stopping."""
+        scripted = self.server.scripted
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            if scripted.stopping.is_set():
+                return False
+            readable, _, _ = select.select([self.request], [], [], 0.02)
+            if readable and not self.request.recv(1, socket.MSG_PEEK):
+                scripted.hung_up.set()
+                return False
+        return True
 
 
 class _TCPServer(socketserver.ThreadingTCPServer):
