@@ -8,6 +8,8 @@ import respx
 
 from ovo_async import AsyncOVOClient, RetryPolicy
 
+pytest_plugins = ["pytester"]
+
 API_KEY = "sk_test_SECRETKEY_9f8e7d6c"
 BASE_URL = "https://api.ovocommunications.com/v1"
 #: Retries without real waiting, so the suite stays fast.

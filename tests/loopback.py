@@ -46,7 +46,7 @@ class ScriptedServer:
         self.default = default
         self.script: deque[Reply] = deque()
         self.received: list[Received] = []
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         self.stopping = threading.Event()
         #: Set when a client hangs up while its reply is being delayed.
         self.hung_up = threading.Event()
@@ -61,9 +61,15 @@ class ScriptedServer:
         with self.lock:
             return len(self.received)
 
+    def wait_for(self, count: int, timeout: float = 5.0) -> bool:
+        """Block until the server has received `count` requests; False on timeout."""
+        with self.lock:
+            return self.lock.wait_for(lambda: len(self.received) >= count, timeout)
+
     def _next(self, received: Received) -> Reply:
         with self.lock:
             self.received.append(received)
+            self.lock.notify_all()
             return self.script.popleft() if self.script else self.default
 
 
