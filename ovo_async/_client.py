@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import urllib.request
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from . import _validation
 from ._errors import OVOError, ValidationError
+from ._pool import AiohttpIO, ShardedTransport
 from ._retry import RetryPolicy
 from ._transport import APIKey, Pool, Transport
 from .resources.sms import AsyncSMS
@@ -59,6 +61,26 @@ def _check_base_url(base_url: str) -> str:
     raise OVOError(f"base_url {base_url!r} must be an absolute https URL")
 
 
+def _make_http(transport: httpx.AsyncBaseTransport | None, io_backend: str) -> httpx.AsyncClient:
+    """The SDK-owned `httpx.AsyncClient`: sharded pools unless a transport or proxy is set."""
+    if transport is None and not _proxies_configured():
+        if io_backend == "aiohttp":
+            try:
+                transport = AiohttpIO(DEFAULT_LIMITS)
+            except ImportError:
+                raise OVOError(
+                    "io_backend='aiohttp' needs the aiohttp extra: pip install 'ovo-async[aiohttp]'"
+                ) from None
+        else:
+            transport = ShardedTransport(DEFAULT_LIMITS)
+    return httpx.AsyncClient(transport=transport, limits=DEFAULT_LIMITS, follow_redirects=False)
+
+
+def _proxies_configured() -> bool:
+    # httpx only honours HTTP(S)_PROXY when it builds its own transport: leave it to it then.
+    return any(k in ("http", "https", "all") for k in urllib.request.getproxies())
+
+
 def _timeout(value: float | httpx.Timeout | None) -> httpx.Timeout:
     if isinstance(value, httpx.Timeout):
         return value
@@ -95,6 +117,8 @@ class AsyncOVOClient:
     `OVO_BASE_URL` environment variables. One pooled `httpx.AsyncClient` serves every call;
     pass `http_client` to use your own (the SDK never closes it) or `transport` to plug in
     an httpx async transport (for example `FakeOVO().transport()` in tests).
+    `io_backend="aiohttp"` (the `aiohttp` extra) uses aiohttp's faster I/O under asyncio
+    and httpx's own under trio; behaviour is otherwise the same.
     """
 
     sms: AsyncSMS
@@ -111,12 +135,17 @@ class AsyncOVOClient:
         default_headers: Mapping[str, str] | None = None,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        io_backend: Literal["httpx", "aiohttp"] = "httpx",
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("OVO_API_KEY")
         if not key or not isinstance(key, str):
             raise OVOError(
                 "no API key: pass api_key=... or set the OVO_API_KEY environment variable"
             )
+        if io_backend not in ("httpx", "aiohttp"):
+            raise OVOError(f"io_backend must be 'httpx' or 'aiohttp', got {io_backend!r}")
+        if io_backend == "aiohttp" and (http_client is not None or transport is not None):
+            raise OVOError("io_backend='aiohttp' is for the SDK's own pool, not with transport")
         if http_client is not None and transport is not None:
             raise OVOError("pass either http_client or transport, not both")
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
@@ -134,14 +163,12 @@ class AsyncOVOClient:
             if name.lower() in ("authorization", "idempotency-key", "content-type"):
                 raise OVOError(f"default_headers may not set {name!r}: the SDK sets it")
         if http_client is None:
-            http = httpx.AsyncClient(
-                transport=transport, limits=DEFAULT_LIMITS, follow_redirects=False
-            )
-            pool = Pool(http, owned=True)
+            pool = Pool(_make_http(transport, io_backend), owned=True)
         else:
             pool = Pool(http_client, owned=False)
         # Kept to build a fresh pool after fork (see _fresh_copy).
         self._http_transport = transport
+        self._io_backend = io_backend
         self._owns_pool = True
         self._transport = Transport(
             pool=pool,
@@ -188,6 +215,7 @@ class AsyncOVOClient:
         policy = self._transport.retry if retry is NOT_GIVEN else retry
         derived = object.__new__(type(self))
         derived._http_transport = self._http_transport
+        derived._io_backend = self._io_backend
         derived._owns_pool = False
         derived._transport = self._transport.derive(
             timeout=self._transport.timeout if timeout is NOT_GIVEN else _timeout(timeout),
@@ -206,9 +234,7 @@ class AsyncOVOClient:
         old = self._transport
         pool = (
             Pool(
-                httpx.AsyncClient(
-                    transport=self._http_transport, limits=DEFAULT_LIMITS, follow_redirects=False
-                ),
+                _make_http(self._http_transport, self._io_backend),
                 owned=True,
             )
             if old.pool.owned
@@ -216,6 +242,7 @@ class AsyncOVOClient:
         )
         copy = object.__new__(type(self))
         copy._http_transport = self._http_transport
+        copy._io_backend = self._io_backend
         copy._owns_pool = True
         copy._transport = Transport(
             pool=pool,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import TracebackType
+from typing import Literal
 
 import httpx
 
@@ -26,6 +27,8 @@ class OVOClient:
     `OVO_BASE_URL` environment variables. One pooled `httpx.AsyncClient` serves every call;
     pass `http_client` to use your own (the SDK never closes it) or `transport` to plug in
     an httpx async transport (for example `FakeOVO().transport()` in tests).
+    `io_backend="aiohttp"` (the `aiohttp` extra) uses aiohttp's faster I/O under asyncio
+    and httpx's own under trio; behaviour is otherwise the same.
     """
 
     sms: SMS
@@ -42,8 +45,9 @@ class OVOClient:
         default_headers: Mapping[str, str] | None = None,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        io_backend: Literal['httpx', 'aiohttp'] = 'httpx',
     ) -> None:
-        self._core = SyncCore(AsyncOVOClient(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries, retry=retry, default_from=default_from, default_headers=default_headers, http_client=http_client, transport=transport))
+        self._core = SyncCore(AsyncOVOClient(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries, retry=retry, default_from=default_from, default_headers=default_headers, http_client=http_client, transport=transport, io_backend=io_backend))
         self.sms = SMS(self)
 
     @property
