@@ -34,16 +34,16 @@ MESSAGE = json.dumps(
         "delivered_at": "2025-05-17T12:34:58Z",
     }
 ).encode()
-_ITEM = '{"message_id":"sm_%d","status":"queued","to":"%s","from":"%s"}'
+_ITEM = '{{"message_id":"sm_{}","status":"queued","to":"{}","from":"{}"}}'
 
 
 def _batch(body: bytes) -> bytes:
     messages = json.loads(body)["messages"]
-    items = ",".join(_ITEM % (i, m["to"], m["from"]) for i, m in enumerate(messages))
+    items = ",".join(_ITEM.format(i, m["to"], m["from"]) for i, m in enumerate(messages))
+    n = len(messages)
     return (
-        '{"batch_id":"batch_1","total_messages":%d,"successful":%d,"failed":0,'
-        '"messages":[%s],"created_at":"2025-05-17T12:34:56Z"}'
-        % (len(messages), len(messages), items)
+        f'{{"batch_id":"batch_1","total_messages":{n},"successful":{n},"failed":0,'
+        f'"messages":[{items}],"created_at":"2025-05-17T12:34:56Z"}}'
     ).encode()
 
 

@@ -4,6 +4,7 @@
 have `client.sms.send`, `batch`, `retrieve` and `send_many`.
 """
 
+from ._bulk import AsyncBulkRun, BulkProgress, BulkRun, MessageRejectedError
 from ._client import AsyncOVOClient
 from ._errors import (
     APIConnectionError,
@@ -42,16 +43,20 @@ __all__ = [
     "APIError",
     "APIResponseValidationError",
     "APITimeoutError",
+    "AsyncBulkRun",
     "AsyncOVOClient",
     "AuthenticationError",
     "BadRequestError",
     "BatchMessage",
     "BatchResult",
     "BulkOutcome",
+    "BulkProgress",
+    "BulkRun",
     "ConflictError",
     "ErrorDetail",
     "InternalServerError",
     "Message",
+    "MessageRejectedError",
     "MessageStatus",
     "NotFoundError",
     "OVOClient",

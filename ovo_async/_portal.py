@@ -24,7 +24,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Future
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 import sniffio
@@ -40,6 +40,8 @@ __all__ = ["PortalRunner", "SyncCore", "SyncIterator"]
 logger = logging.getLogger("ovo_async")
 
 T = TypeVar("T")
+A = TypeVar("A", bound=AsyncIterator[Any])
+W = TypeVar("W")
 
 #: How long close() and interpreter exit wait for the loop thread to finish.
 STOP_TIMEOUT = 5.0
@@ -192,10 +194,14 @@ class SyncCore:
         """Run `fn(async_client)` on the loop and return its result."""
         return self.call(lambda: fn(self.client))
 
-    def iterate(self, fn: Callable[[AsyncOVOClient], AsyncIterator[T]]) -> SyncIterator[T]:
-        """A blocking iterator over the async iterator `fn(async_client)`."""
+    def iterate(
+        self,
+        fn: Callable[[AsyncOVOClient], A],
+        wrapper: Callable[[SyncCore, A], W],
+    ) -> W:
+        """`wrapper(self, fn(async_client))`: a blocking iterator over an async one."""
         self._portal()
-        return SyncIterator(self, fn(self.client))
+        return wrapper(self, fn(self.client))
 
     def derive(self, fn: Callable[[AsyncOVOClient], AsyncOVOClient]) -> SyncCore:
         """A core for a derived client (`with_options`) on the same loop thread."""

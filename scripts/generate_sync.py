@@ -9,7 +9,8 @@ whose bodies run the async method on the client's event-loop thread (`ovo_async.
 Rules:
 
 - `async def m(...) -> T`            ->  `def m(...) -> T`, run through the portal;
-- `def m(...) -> AsyncIterator[T]`   ->  `def m(...) -> SyncIterator[T]`, iterated through it;
+- `def m(...) -> AsyncIterator[T]`   ->  `def m(...) -> SyncIterator[T]`, iterated through it
+  (`AsyncBulkRun` likewise becomes `BulkRun`);
 - `def m(...) -> AsyncOVOClient`     ->  `def m(...) -> OVOClient` sharing the loop thread;
 - `aclose`/`__aenter__`/`__aexit__`  ->  `close`/`__enter__`/`__exit__`;
 - a property is read from the async client; `name: AsyncX` attributes become resources.
@@ -251,9 +252,8 @@ def generate_class(
             wrapper = returns.split("[")[0]
             lines += _signature(sync, _params(fn), returns)
             lines += doc
-            call = f"{core}.iterate(lambda c: {target}.{name}({_call_args(fn)}))"
-            wrapped = call if wrapper == "SyncIterator" else f"{wrapper}({call})"
-            lines.append(f"        return {wrapped}")
+            call = f"lambda c: {target}.{name}({_call_args(fn)})"
+            lines.append(f"        return {core}.iterate({call}, {wrapper})")
         else:
             continue
         lines.append("")

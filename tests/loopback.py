@@ -46,6 +46,8 @@ class ScriptedServer:
         self.default = default
         self.script: deque[Reply] = deque()
         self.received: list[Received] = []
+        #: TCP connections accepted.
+        self.connections = 0
         self.lock = threading.Condition()
         self.stopping = threading.Event()
         #: Set when a client hangs up while its reply is being delayed.
@@ -95,6 +97,8 @@ class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         scripted = self.server.scripted
+        with scripted.lock:
+            scripted.connections += 1
         while not scripted.stopping.is_set():
             try:
                 received = _read_request(self.rfile)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import signal
 import subprocess
@@ -202,11 +203,12 @@ def test_generated_facade_is_up_to_date() -> None:
 
 
 def test_generator_check_catches_stale_extra_and_missing_files(tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import generate_sync
-    finally:
-        sys.path.pop(0)
+    spec = importlib.util.spec_from_file_location(
+        "generate_sync", ROOT / "scripts/generate_sync.py"
+    )
+    assert spec is not None and spec.loader is not None
+    generate_sync = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate_sync)
     files = generate_sync.generate_all()
     assert generate_sync.check(files) == []
     edited = dict(files)

@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ovo_async._bulk import DEFAULT_BATCH_SIZE, BulkRun
 from ovo_async.models import BatchResult, Message, SentMessage, SMSRequest
 
 if TYPE_CHECKING:
@@ -60,3 +61,33 @@ class SMS:
     def retrieve(self, message_id: str) -> Message:
         """Fetch a message and its current status by id. Unknown ids raise `NotFoundError`."""
         return self._client._core.run(lambda c: c.sms.retrieve(message_id))
+
+    def send_many(
+        self,
+        messages: Iterable[SMSRequest | Mapping[str, Any]] | AsyncIterable[SMSRequest | Mapping[str, Any]],
+        *,
+        concurrency: int | None = None,
+        batch_size: int | None = DEFAULT_BATCH_SIZE,
+        rate_limit: float | None = None,
+        idempotency_prefix: str | None = None,
+    ) -> BulkRun:
+        """Send many messages at high concurrency; yields one `BulkOutcome` per input.
+
+        `messages` is any iterable or async iterable of `SMSRequest`s or mappings, taken
+        lazily: at most O(concurrency x batch_size) messages are held at once, so a
+        generator of millions is fine. A message's failure (invalid input, refused,
+        retries exhausted) is an outcome with `.error`, never an exception that ends the run.
+
+        - `batch_size` (default 100): messages per `/sms/batch` request; `None` sends each
+          through `/sms/send`. Batching is far cheaper and each message keeps its recipient.
+        - `concurrency`: requests in flight (default 4 batches, or 20 single sends).
+        - `rate_limit`: messages per second, client-side, bursting one second's worth.
+        - `idempotency_prefix`: message i is sent with key `{prefix}-{i}` (a batch with
+          `{prefix}-b{first index}`), so re-running a crashed job sends nothing twice on a
+          server that honours the keys.
+
+        A 429 pauses every worker until its `Retry-After` has passed. Outcomes arrive in
+        completion order (see `outcome.index`); `progress` has live counts. Use
+        `with` (or `close()`) to stop early.
+        """
+        return self._client._core.iterate(lambda c: c.sms.send_many(messages, concurrency=concurrency, batch_size=batch_size, rate_limit=rate_limit, idempotency_prefix=idempotency_prefix), BulkRun)

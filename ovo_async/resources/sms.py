@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
 from .. import _serde
 from .. import _validation as v
+from .._bulk import DEFAULT_BATCH_SIZE, AsyncBulkRun
 from .._errors import ValidationError
 from .._requests import make_request
 from .._transport import Transport
@@ -45,8 +46,23 @@ class AsyncSMS:
             default_from=self._default_from,
         )
         v.idempotency_key("idempotency_key", idempotency_key)
+        return await self._send(request, idempotency_key)
+
+    async def _send(
+        self,
+        request: SMSRequest,
+        idempotency_key: str | None,
+        *,
+        on_wait: Callable[[float, BaseException], None] | None = None,
+        before_attempt: Callable[[], Awaitable[None]] | None = None,
+    ) -> SentMessage:
         response, data = await self._transport.request(
-            "POST", "/sms/send", body=_serde.request_body(request), idempotency_key=idempotency_key
+            "POST",
+            "/sms/send",
+            body=_serde.request_body(request),
+            idempotency_key=idempotency_key,
+            on_wait=on_wait,
+            before_attempt=before_attempt,
         )
         return _serde.structure(response, data, SentMessage)
 
@@ -67,11 +83,27 @@ class AsyncSMS:
         requests = self._batch_requests(messages)
         v.callback_url("callback_url", callback_url)
         v.idempotency_key("idempotency_key", idempotency_key)
+        return await self._send_batch(requests, callback_url, idempotency_key)
+
+    async def _send_batch(
+        self,
+        requests: list[SMSRequest],
+        callback_url: str | None,
+        idempotency_key: str | None,
+        *,
+        on_wait: Callable[[float, BaseException], None] | None = None,
+        before_attempt: Callable[[], Awaitable[None]] | None = None,
+    ) -> BatchResult:
         body: dict[str, Any] = {"messages": [_serde.request_body(r) for r in requests]}
         if callback_url is not None:
             body["callback_url"] = callback_url
         response, data = await self._transport.request(
-            "POST", "/sms/batch", body=body, idempotency_key=idempotency_key
+            "POST",
+            "/sms/batch",
+            body=body,
+            idempotency_key=idempotency_key,
+            on_wait=on_wait,
+            before_attempt=before_attempt,
         )
         return _serde.structure(response, data, BatchResult)
 
@@ -101,3 +133,41 @@ class AsyncSMS:
         v.message_id("message_id", message_id)
         response, data = await self._transport.request("GET", "/sms/" + quote(message_id, safe=""))
         return _serde.structure(response, data, Message)
+
+    def send_many(
+        self,
+        messages: Iterable[SMSRequest | Mapping[str, Any]]
+        | AsyncIterable[SMSRequest | Mapping[str, Any]],
+        *,
+        concurrency: int | None = None,
+        batch_size: int | None = DEFAULT_BATCH_SIZE,
+        rate_limit: float | None = None,
+        idempotency_prefix: str | None = None,
+    ) -> AsyncBulkRun:
+        """Send many messages at high concurrency; yields one `BulkOutcome` per input.
+
+        `messages` is any iterable or async iterable of `SMSRequest`s or mappings, taken
+        lazily: at most O(concurrency x batch_size) messages are held at once, so a
+        generator of millions is fine. A message's failure (invalid input, refused,
+        retries exhausted) is an outcome with `.error`, never an exception that ends the run.
+
+        - `batch_size` (default 100): messages per `/sms/batch` request; `None` sends each
+          through `/sms/send`. Batching is far cheaper and each message keeps its recipient.
+        - `concurrency`: requests in flight (default 4 batches, or 20 single sends).
+        - `rate_limit`: messages per second, client-side, bursting one second's worth.
+        - `idempotency_prefix`: message i is sent with key `{prefix}-{i}` (a batch with
+          `{prefix}-b{first index}`), so re-running a crashed job sends nothing twice on a
+          server that honours the keys.
+
+        A 429 pauses every worker until its `Retry-After` has passed. Outcomes arrive in
+        completion order (see `outcome.index`); `progress` has live counts. Use
+        `async with` (or `aclose()`) to stop early.
+        """
+        return AsyncBulkRun(
+            self,
+            messages,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            rate_limit=rate_limit,
+            idempotency_prefix=idempotency_prefix,
+        )

@@ -59,6 +59,8 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     status: int
+    #: `time.monotonic()` when the request arrived.
+    received_at: float = 0.0
 
     @property
     def idempotency_key(self) -> str | None:
@@ -344,6 +346,7 @@ class FakeOVO:
         headers: dict[str, str],
         raw: bytes,
     ) -> tuple[int, Any, dict[str, str]]:
+        received_at = time.monotonic()
         request_id = "req_" + uuid.uuid4().hex[:16]
         extra = {"x-request-id": request_id}
         body: Any = None
@@ -394,7 +397,9 @@ class FakeOVO:
             masked = {k: ("Bearer ****" if k == "authorization" else v) for k, v in headers.items()}
             path = f"/v1/sms/{arg}" if endpoint == "retrieve" else f"/v1/sms/{endpoint}"
             with self._lock:
-                self.requests.append(RecordedRequest(method, path, endpoint, masked, body, status))
+                self.requests.append(
+                    RecordedRequest(method, path, endpoint, masked, body, status, received_at)
+                )
 
     def _authorize(self, headers: dict[str, str]) -> None:
         auth = headers.get("authorization", "")

@@ -1,0 +1,301 @@
+"""sms.send_many: one outcome per input, laziness, pacing, stopping, both faces."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+import trio
+
+from ovo_async import (
+    APITimeoutError,
+    AsyncOVOClient,
+    BulkOutcome,
+    InternalServerError,
+    MessageRejectedError,
+    OVOClient,
+    RetryPolicy,
+    SMSRequest,
+    ValidationError,
+)
+from ovo_async.testing import FakeOVO
+
+from .conftest import API_KEY, batch_json
+
+FAST = RetryPolicy(initial_backoff=0.001, max_backoff=0.002, jitter=False)
+
+
+def numbers(n: int, *, bad_every: int = 0) -> Iterator[dict[str, str]]:
+    for i in range(n):
+        to = "not-a-number" if bad_every and i % bad_every == 0 else f"+1415555{i:04d}"
+        yield {"to": to, "from": "OVO", "message": f"message {i}"}
+
+
+def client_for(fake: FakeOVO, **kwargs: Any) -> AsyncOVOClient:
+    options: dict[str, Any] = {"retry": FAST, **kwargs}
+    return AsyncOVOClient(api_key=API_KEY, transport=fake.transport(), **options)
+
+
+def texts(fake: FakeOVO) -> Counter[str]:
+    return Counter(m["message"] for m in fake.messages)
+
+
+def assert_one_outcome_each(outcomes: list[BulkOutcome], n: int) -> None:
+    assert sorted(o.index for o in outcomes) == list(range(n))
+    assert all((o.message is None) != (o.error is None) for o in outcomes)
+
+
+@pytest.mark.parametrize("batch_size", [None, 7])
+async def test_one_outcome_per_input_under_faults_and_no_duplicates(
+    batch_size: int | None,
+) -> None:
+    fake = FakeOVO()
+    endpoint = "batch" if batch_size else "send"
+    fake.fail_next(endpoint, 2, status=429, retry_after=0)  # retried
+    fake.fail_next(endpoint, 1, status=500)  # unknown fate: not retried
+    fake.fail_next(endpoint, 1, status=None, delay=5)  # acted on, answer too late
+    fake.fail_next(endpoint, 1, drop=True)  # acted on, answer lost
+    async with client_for(fake, timeout=httpx.Timeout(5, read=0.2)) as client:
+        run = client.sms.send_many(numbers(60, bad_every=10), batch_size=batch_size, concurrency=5)
+        outcomes = [o async for o in run]
+    assert_one_outcome_each(outcomes, 60)
+    invalid = [o for o in outcomes if isinstance(o.error, ValidationError)]
+    assert sorted(o.index for o in invalid) == list(range(0, 60, 10))
+    assert all(isinstance(o.request, dict) and o.request["to"] == "not-a-number" for o in invalid)
+    assert any(isinstance(o.error, InternalServerError) for o in outcomes)
+    assert any(isinstance(o.error, APITimeoutError) for o in outcomes)
+    assert all(o.error.may_have_been_sent for o in outcomes if isinstance(o.error, APITimeoutError))
+    # The server stored no message twice, whatever failed on the way.
+    assert max(texts(fake).values()) == 1
+    ok = [o for o in outcomes if o.ok]
+    assert run.progress.sent == len(ok) and run.progress.failed == 60 - len(ok)
+    assert all(o.message is not None and o.message.to == o.request.to for o in ok)
+
+
+async def test_rerun_with_prefix_sends_nothing_twice() -> None:
+    fake = FakeOVO()
+    policy = RetryPolicy(initial_backoff=0.001, jitter=False, retry_non_idempotent=True)
+    fake.fail_next("send", 3, drop=True)
+    async with client_for(fake, retry=policy) as client:
+        first = [
+            o
+            async for o in client.sms.send_many(
+                numbers(20), batch_size=None, idempotency_prefix="job-7"
+            )
+        ]
+        again = [
+            o
+            async for o in client.sms.send_many(
+                numbers(20), batch_size=None, idempotency_prefix="job-7"
+            )
+        ]
+    assert all(o.ok for o in first + again)
+    assert {o.index: o.message.message_id for o in first if o.message} == {
+        o.index: o.message.message_id for o in again if o.message
+    }
+    assert len(fake.messages) == 20 and max(texts(fake).values()) == 1
+    keys = {r.idempotency_key for r in fake.requests}
+    assert keys == {f"job-7-{i}" for i in range(20)}
+
+
+async def test_batch_keys_name_the_first_index() -> None:
+    fake = FakeOVO()
+    async with client_for(fake) as client:
+        outcomes = [o async for o in client.sms.send_many(numbers(250), idempotency_prefix="run")]
+    assert all(o.ok for o in outcomes) and len(outcomes) == 250
+    assert sorted(r.idempotency_key or "" for r in fake.requests) == [
+        "run-b0",
+        "run-b100",
+        "run-b200",
+    ]
+    assert all(len(r.body["messages"]) <= 100 for r in fake.requests)
+
+
+async def test_source_is_consumed_lazily() -> None:
+    pulled = 0
+
+    def huge() -> Iterator[SMSRequest]:
+        nonlocal pulled
+        for i in range(10_000_000):
+            pulled += 1
+            yield SMSRequest(to="+14155550123", from_="OVO", message=f"m{i}")
+
+    fake = FakeOVO()
+    async with client_for(fake) as client:
+        for batch_size in (None, 100):
+            pulled = 0
+            async with client.sms.send_many(huge(), batch_size=batch_size) as run:
+                seen = 0
+                async for _ in run:
+                    seen += 1
+                    if seen == 50:
+                        break
+            assert pulled <= 500, (batch_size, pulled)
+
+
+async def test_async_iterable_source() -> None:
+    async def source() -> AsyncIterator[dict[str, str]]:
+        for item in numbers(30):
+            await asyncio.sleep(0)
+            yield item
+
+    fake = FakeOVO()
+    async with client_for(fake) as client:
+        outcomes = [o async for o in client.sms.send_many(source(), batch_size=None, concurrency=8)]
+    assert_one_outcome_each(outcomes, 30)
+    assert len(fake.messages) == 30
+
+
+async def test_failing_source_is_raised_after_its_outcomes() -> None:
+    def source() -> Iterator[dict[str, str]]:
+        yield from numbers(5)
+        raise RuntimeError("database went away")
+
+    fake = FakeOVO()
+    seen: list[BulkOutcome] = []
+    async with client_for(fake) as client:
+        with pytest.raises(RuntimeError, match="database went away"):
+            async for outcome in client.sms.send_many(source(), batch_size=None):
+                seen.append(outcome)
+    assert sorted(o.index for o in seen) == list(range(5))
+
+
+@pytest.mark.parametrize(("batch_size", "n"), [(None, 250), (50, 300)])
+async def test_rate_limit_holds_within_20_percent(batch_size: int | None, n: int) -> None:
+    rate = 100.0
+    fake = FakeOVO()
+    async with client_for(fake) as client:
+        started = time.monotonic()
+        outcomes = [
+            o
+            async for o in client.sms.send_many(
+                numbers(n), batch_size=batch_size, rate_limit=rate, concurrency=10
+            )
+        ]
+        elapsed = time.monotonic() - started
+    assert all(o.ok for o in outcomes)
+    # A full bucket (one second's worth) goes at once; the rest at `rate`.
+    observed = (n - rate) / elapsed
+    assert 0.8 * rate <= observed <= 1.2 * rate, (elapsed, observed)
+
+
+async def test_one_429_pauses_every_worker() -> None:
+    fake = FakeOVO()
+    fake.fail_next("send", 1, status=429, retry_after=1)
+    fake.fail_next("send", 100, status=None, delay=0.03)  # keeps the run busy for a while
+    async with client_for(fake, retry=RetryPolicy(jitter=False)) as client:
+        outcomes = [
+            o async for o in client.sms.send_many(numbers(60), batch_size=None, concurrency=10)
+        ]
+    assert all(o.ok for o in outcomes)
+    limited = next(r for r in fake.requests if r.status == 429)
+    # Requests already in flight when the 429 came arrived with it; every later one
+    # waited out the Retry-After window, whichever worker sent it.
+    later = [r for r in fake.requests if r.received_at > limited.received_at + 0.01]
+    assert len(later) >= 50
+    assert min(r.received_at for r in later) >= limited.received_at + 0.95
+    assert len(fake.requests) == 61
+
+
+async def test_break_and_aclose_stop_every_worker() -> None:
+    fake = FakeOVO()
+    fake.fail_next("send", 1000, status=None, delay=0.05)
+    baseline = len(asyncio.all_tasks())
+    async with client_for(fake) as client:
+        run = client.sms.send_many(numbers(10_000), batch_size=None, concurrency=10)
+        async for _ in run:
+            break
+        assert len(asyncio.all_tasks()) > baseline
+        await run.aclose()
+        assert len(asyncio.all_tasks()) == baseline
+        requests = len(fake.requests)
+        # Abandoned without aclose(): the generator is finalized, workers cancelled.
+        async for _ in client.sms.send_many(numbers(10_000), batch_size=None, concurrency=10):
+            break
+        for _ in range(100):
+            if len(asyncio.all_tasks()) == baseline:
+                break
+            await asyncio.sleep(0)
+        assert len(asyncio.all_tasks()) == baseline
+    assert len(fake.requests) < requests + 40
+
+
+@respx.mock(base_url="https://api.ovocommunications.com/v1")
+async def test_batch_items_map_back_to_their_inputs(respx_mock: respx.MockRouter) -> None:
+    result = batch_json(3, successful=2, failed=1)
+    result["messages"][1] = {
+        "status": "rejected",
+        "to": "+14155550001",
+        "from": "OVO",
+        "error": {"code": "blocked", "message": "number is blocked", "param": "to"},
+    }
+    short = batch_json(1)
+    respx_mock.post("/sms/batch").side_effect = [
+        httpx.Response(201, json=result),
+        httpx.Response(201, json=short),
+    ]
+    async with AsyncOVOClient(api_key=API_KEY) as client:
+        outcomes = [o async for o in client.sms.send_many(numbers(6), batch_size=3, concurrency=1)]
+    by_index = {o.index: o for o in outcomes}
+    assert by_index[0].ok and by_index[2].ok and by_index[3].ok
+    rejected = by_index[1].error
+    assert isinstance(rejected, MessageRejectedError)
+    assert (rejected.code, rejected.param, rejected.status) == ("blocked", "to", "rejected")
+    assert by_index[0].message is not None and by_index[0].message.message_id == "sm_0"
+    assert not by_index[4].ok and not by_index[5].ok and "no" in str(by_index[4].error)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"concurrency": 0}, "concurrency"),
+        ({"batch_size": 1001}, "batch_size"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"rate_limit": -1}, "rate_limit"),
+        ({"idempotency_prefix": ""}, "idempotency_prefix"),
+    ],
+)
+def test_bad_parameters_raise_before_any_request(kwargs: dict[str, Any], field: str) -> None:
+    fake = FakeOVO()
+    client = client_for(fake)
+    with pytest.raises(ValidationError) as info:
+        client.sms.send_many(numbers(3), **kwargs)
+    assert info.value.field == field
+    with pytest.raises(ValidationError, match="messages"):
+        client.sms.send_many("not a list of messages")  # type: ignore[arg-type]
+    assert fake.requests == []
+
+
+def test_send_many_under_trio() -> None:
+    fake = FakeOVO()
+
+    async def main() -> list[BulkOutcome]:
+        async with client_for(fake) as client:
+            outs = [o async for o in client.sms.send_many(numbers(40, bad_every=9))]
+            outs += [
+                o async for o in client.sms.send_many(numbers(20), batch_size=None, rate_limit=1000)
+            ]
+            return outs
+
+    outcomes = trio.run(main)
+    assert len(outcomes) == 60 and len(fake.messages) == 40 - 5 + 20
+
+
+def test_sync_send_many() -> None:
+    fake = FakeOVO()
+    with OVOClient(api_key=API_KEY, transport=fake.transport(), retry=FAST) as client:
+        fake.fail_next("send", 2, status=429, retry_after=0)
+        run = client.sms.send_many(numbers(50, bad_every=25), batch_size=None, concurrency=5)
+        outcomes = list(run)
+        assert run.progress.sent == 48 and run.progress.failed == 2
+        with client.sms.send_many(numbers(10_000)) as early:
+            next(early)
+        assert early.progress.taken <= 500
+    assert_one_outcome_each(outcomes, 50)
+    assert len(fake.messages) == 48 + early.progress.sent
