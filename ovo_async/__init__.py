@@ -4,7 +4,9 @@
 have `client.sms.send`, `batch`, `retrieve` and `send_many`.
 """
 
-from ._bulk import AsyncBulkRun, BulkProgress, BulkRun, MessageRejectedError
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._client import AsyncOVOClient
 from ._errors import (
     APIConnectionError,
@@ -23,7 +25,6 @@ from ._errors import (
     ValidationError,
 )
 from ._retry import RetryPolicy
-from ._sync import OVOClient
 from ._validation import MAX_BATCH_SIZE
 from ._version import __version__
 from .models import (
@@ -36,6 +37,30 @@ from .models import (
     SentMessage,
     SMSRequest,
 )
+
+if TYPE_CHECKING:
+    from ._bulk import AsyncBulkRun, BulkProgress, BulkRun, MessageRejectedError
+    from ._sync import OVOClient
+
+# Loaded on first use: the sync facade and bulk sending pull in anyio and asyncio, which
+# `import ovo_async` should not pay for.
+_LAZY = {
+    "OVOClient": "._sync",
+    "AsyncBulkRun": "._bulk",
+    "BulkProgress": "._bulk",
+    "BulkRun": "._bulk",
+    "MessageRejectedError": "._bulk",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ovo_async' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "MAX_BATCH_SIZE",

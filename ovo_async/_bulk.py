@@ -27,7 +27,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from ._errors import APIError, OVOError, ValidationError
 from ._portal import SyncCore, SyncIterator
 from ._requests import make_request
-from ._validation import MAX_BATCH_SIZE
+from ._validation import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
 from ._validation import idempotency_key as check_key
 from .models import BulkOutcome, MessageStatus, SentMessage, SMSRequest
 
@@ -44,9 +44,6 @@ __all__ = [
 
 logger = logging.getLogger("ovo_async")
 
-#: Batching is the default: every message keeps its own recipient in a batch, and one
-#: request of 100 messages costs the client about 1/100th of the CPU of 100 sends.
-DEFAULT_BATCH_SIZE = 100
 #: Requests in flight by default: batches of 100 need few; single sends need more.
 DEFAULT_BATCH_CONCURRENCY = 4
 DEFAULT_SINGLE_CONCURRENCY = 20
@@ -306,7 +303,10 @@ class _Engine:
         source = _Source(self._messages)
         gate = _Gate()
         bucket = _TokenBucket(self.rate_limit) if self.rate_limit else None
-        send, receive = anyio.create_memory_object_stream[BulkOutcome](self.concurrency)
+        # Outcomes travel in lists (one per request): a stream hop per message cost more
+        # than the rest of a batched send. No buffer: a worker hands its list over and only
+        # then takes more input, so at most (concurrency + 1) lists exist at once.
+        send, receive = anyio.create_memory_object_stream[list[BulkOutcome]](0)
         workers: list[_Worker] = []
         try:
             with send:
@@ -316,8 +316,9 @@ class _Engine:
                     worker.start(functools.partial(work, source, gate, bucket, send.clone()))
                     workers.append(worker)
             async with receive:
-                async for outcome in receive:
-                    yield outcome
+                async for outcomes in receive:
+                    for outcome in outcomes:
+                        yield outcome
             for worker in workers:
                 if worker.error is not None:
                     raise worker.error
@@ -353,7 +354,7 @@ class _Engine:
         source: _Source,
         gate: _Gate,
         bucket: _TokenBucket | None,
-        out: MemoryObjectSendStream[BulkOutcome],
+        out: MemoryObjectSendStream[list[BulkOutcome]],
     ) -> None:
         with out:
             while True:
@@ -379,7 +380,7 @@ class _Engine:
                 else:
                     outcome = request
                 try:
-                    await out.send(outcome)
+                    await out.send([outcome])
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                     return
 
@@ -388,7 +389,7 @@ class _Engine:
         source: _Source,
         gate: _Gate,
         bucket: _TokenBucket | None,
-        out: MemoryObjectSendStream[BulkOutcome],
+        out: MemoryObjectSendStream[list[BulkOutcome]],
     ) -> None:
         assert self.batch_size is not None
         with out:
@@ -410,8 +411,7 @@ class _Engine:
                         await bucket.take(len(ready))
                     outcomes += await self._send_batch(ready, gate)
                 try:
-                    for outcome in outcomes:
-                        await out.send(outcome)
+                    await out.send(outcomes)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                     return
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import urllib.request
 from collections.abc import Mapping
@@ -38,6 +37,8 @@ NOT_GIVEN: Any = _NotGiven()
 def _is_loopback(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
+    import ipaddress  # only plain-http base URLs need it
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
 import attrs
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_base
 
 from ._errors import APIConnectionError, APIError, OVOError
+
+if TYPE_CHECKING:
+    from tenacity import AsyncRetrying, RetryCallState
 
 __all__ = ["RetryPolicy", "may_have_been_sent", "should_retry"]
 
@@ -85,7 +85,7 @@ def may_have_been_sent(status_code: int, retry_after: float | None) -> bool:
     return status_code >= 500 or status_code == 409
 
 
-class _Wait(wait_base):
+class _Wait:
     """`Retry-After` when the server gave one, else the policy's backoff."""
 
     def __init__(self, policy: RetryPolicy) -> None:
@@ -110,6 +110,9 @@ def retrying(
     `describe` names the call in log lines (for example `POST /sms/send`); `on_wait` is told
     each wait before it starts (bulk sending uses it to pause its other workers).
     """
+    # Imported here: only a failed attempt needs them, and they add to import time.
+    import anyio
+    from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import cattrs
 import httpx
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._errors import APIResponseValidationError
 from .models import (
@@ -19,6 +18,9 @@ from .models import (
     SentMessage,
     SMSRequest,
 )
+
+if TYPE_CHECKING:
+    import cattrs
 
 T = TypeVar("T")
 
@@ -53,7 +55,12 @@ def _int(value: Any, _type: Any) -> int:
     return value
 
 
-def _make_converter() -> cattrs.Converter:
+@functools.lru_cache(maxsize=1)
+def converter() -> cattrs.Converter:
+    """The converter, built on first use (cattrs adds to import time)."""
+    import cattrs
+    from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
     conv = cattrs.Converter()
     conv.register_structure_hook(datetime, parse_datetime)
     conv.register_structure_hook(MessageStatus | str, _status)
@@ -72,12 +79,9 @@ def _make_converter() -> cattrs.Converter:
     return conv
 
 
-converter = _make_converter()
-
-
 def request_body(request: SMSRequest) -> dict[str, Any]:
     """The JSON object for one message; `callback_url` is left out when not set."""
-    body: dict[str, Any] = converter.unstructure(request)
+    body: dict[str, Any] = converter().unstructure(request)
     return body
 
 
@@ -90,7 +94,7 @@ def structure(response: httpx.Response, data: Any, cls: type[T]) -> T:
             body=data,
         )
     try:
-        return converter.structure(data, cls)
+        return converter().structure(data, cls)
     except Exception as exc:
         reasons = "; ".join(_reasons(exc)) or str(exc)
         raise APIResponseValidationError(
@@ -99,6 +103,8 @@ def structure(response: httpx.Response, data: Any, cls: type[T]) -> T:
 
 
 def _reasons(exc: BaseException) -> list[str]:
+    import cattrs
+
     if isinstance(exc, cattrs.BaseValidationError):
         return cattrs.transform_error(exc)
     return [f"{type(exc).__name__}: {exc}"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -32,7 +32,8 @@ __all__ = ["APIKey", "Pool", "Transport", "user_agent"]
 
 logger = logging.getLogger("ovo_async")
 
-USER_AGENT = f"ovo-async/{__version__} python/{platform.python_version()} httpx/{httpx.__version__}"
+_PYTHON = "{}.{}.{}".format(*sys.version_info[:3])
+USER_AGENT = f"ovo-async/{__version__} python/{_PYTHON} httpx/{httpx.__version__}"
 
 
 def user_agent() -> str:

@@ -16,6 +16,9 @@ SENDER_ID = re.compile(r"[A-Za-z0-9 ]{1,11}")
 
 #: The most messages one `sms.batch` call accepts; `send_many` splits larger jobs.
 MAX_BATCH_SIZE = 1000
+#: `send_many` batches by default: every message keeps its own recipient in a batch, and
+#: one request of 100 messages costs the client a small fraction of 100 single sends.
+DEFAULT_BATCH_SIZE = 100
 
 
 def _show(value: Any) -> str:

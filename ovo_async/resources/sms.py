@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .. import _serde
 from .. import _validation as v
-from .._bulk import DEFAULT_BATCH_SIZE, AsyncBulkRun
 from .._errors import ValidationError
 from .._requests import make_request
 from .._transport import Transport
+from .._validation import DEFAULT_BATCH_SIZE
 from ..models import BatchResult, Message, SentMessage, SMSRequest
+
+if TYPE_CHECKING:
+    from .._bulk import AsyncBulkRun
 
 __all__ = ["AsyncSMS"]
 
@@ -163,6 +166,8 @@ class AsyncSMS:
         completion order (see `outcome.index`); `progress` has live counts. Use
         `async with` (or `aclose()`) to stop early.
         """
+        from .._bulk import AsyncBulkRun
+
         return AsyncBulkRun(
             self,
             messages,

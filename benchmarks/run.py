@@ -1,0 +1,460 @@
+"""ovo-async benchmarks: client CPU per message against raw httpx, measured side by side.
+
+    nox -s bench                 # or: python benchmarks/run.py [--rounds N] [--quick]
+
+A loopback server (benchmarks/server.py) runs in another process. Every scenario is run
+`--rounds` times, interleaved with the others so drift hits all alike; the medians go to
+benchmarks/RESULTS.md. CPU is this process's CPU time (all threads, so the sync facade's
+loop thread counts), divided by the messages sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from ovo_async import AsyncOVOClient, OVOClient  # noqa: E402
+
+BODY = {"to": "+14155550123", "from": "OVO", "message": "Hello from the benchmark"}
+HEADERS = {"Authorization": "Bearer sk_bench", "Accept": "application/json"}
+KEY = "sk_bench"
+
+
+def requests(n: int) -> Iterator[dict[str, str]]:
+    for i in range(n):
+        yield {"to": f"+1415{i % 10_000_000:07d}", "from": "OVO", "message": f"Hello #{i}"}
+
+
+class Server:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "server.py")], stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.ps = psutil.Process(self.proc.pid)
+
+    def cpu(self) -> float:
+        t = self.ps.cpu_times()
+        return t.user + t.system
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+Result = dict[str, float]
+
+
+def measure(server: Server, n: int, run: Callable[[], None]) -> Result:
+    s0, c0, w0 = server.cpu(), time.process_time(), time.perf_counter()
+    run()
+    wall = time.perf_counter() - w0
+    cpu = time.process_time() - c0
+    return {
+        "us_per_msg": cpu / n * 1e6,
+        "msgs_per_s": n / wall,
+        "server_us_per_msg": (server.cpu() - s0) / n * 1e6,
+    }
+
+
+# ---- async scenarios: each returns the coroutine for the measured part ------------------
+
+
+def raw_async(url: str, n: int, concurrency: int) -> Callable[[], Awaitable[None]]:
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(limits=limits) as client:
+
+            async def worker(count: int) -> None:
+                for _ in range(count):
+                    r = await client.post(url + "/sms/send", json=BODY, headers=HEADERS)
+                    r.raise_for_status()
+                    r.json()
+
+            await asyncio.gather(*(worker(20) for _ in range(concurrency)))  # warm up
+            await _timed(
+                lambda: asyncio.gather(*(worker(n // concurrency) for _ in range(concurrency)))
+            )
+
+    return main
+
+
+def sdk_async(url: str, n: int, concurrency: int) -> Callable[[], Awaitable[None]]:
+    async def main() -> None:
+        async with AsyncOVOClient(api_key=KEY, base_url=url) as client:
+
+            async def worker(count: int) -> None:
+                for _ in range(count):
+                    await client.sms.send(
+                        to=BODY["to"], from_=BODY["from"], message=BODY["message"]
+                    )
+
+            await asyncio.gather(*(worker(20) for _ in range(concurrency)))
+            await _timed(
+                lambda: asyncio.gather(*(worker(n // concurrency) for _ in range(concurrency)))
+            )
+
+    return main
+
+
+def raw_semaphore(url: str, n: int, concurrency: int) -> Callable[[], Awaitable[None]]:
+    """What users hand-write: one client, a semaphore, a task per message."""
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(limits=limits) as client:
+            sem = asyncio.Semaphore(concurrency)
+
+            async def one(body: dict[str, str]) -> None:
+                async with sem:
+                    r = await client.post(url + "/sms/send", json=body, headers=HEADERS)
+                    r.raise_for_status()
+                    r.json()
+
+            await asyncio.gather(*(one(b) for b in requests(200)))
+            await _timed(lambda: asyncio.gather(*(one(b) for b in requests(n))))
+
+    return main
+
+
+def raw_batches(url: str, n: int, concurrency: int, size: int) -> Callable[[], Awaitable[None]]:
+    async def main() -> None:
+        async with httpx.AsyncClient() as client:
+            sem = asyncio.Semaphore(concurrency)
+
+            async def one(chunk: list[dict[str, str]]) -> None:
+                async with sem:
+                    r = await client.post(
+                        url + "/sms/batch", json={"messages": chunk}, headers=HEADERS
+                    )
+                    r.raise_for_status()
+                    r.json()
+
+            def chunks(total: int) -> Iterator[list[dict[str, str]]]:
+                it = requests(total)
+                while chunk := [b for _, b in zip(range(size), it, strict=False)]:
+                    yield chunk
+
+            await asyncio.gather(*(one(c) for c in chunks(size * 4)))
+            await _timed(lambda: asyncio.gather(*(one(c) for c in chunks(n))))
+
+    return main
+
+
+def sdk_send_many(
+    url: str, n: int, concurrency: int, batch_size: int | None, io_backend: str = "httpx"
+) -> Callable[[], Awaitable[None]]:
+    async def main() -> None:
+        async with AsyncOVOClient(
+            api_key=KEY,
+            base_url=url,
+            io_backend=io_backend,  # type: ignore[arg-type]
+        ) as client:
+
+            async def run(total: int) -> None:
+                failed = 0
+                async for outcome in client.sms.send_many(
+                    requests(total), concurrency=concurrency, batch_size=batch_size
+                ):
+                    failed += not outcome.ok
+                assert failed == 0
+
+            await run(200 if batch_size is None else batch_size * 4)
+            await _timed(lambda: run(n))
+
+    return main
+
+
+_timer: dict[str, float] = {}
+
+
+async def _timed(fn: Callable[[], Awaitable[Any]]) -> None:
+    """Marks the measured part of a scenario (set-up and warm-up are excluded)."""
+    t = _timer
+    t["s0"], t["c0"], t["w0"] = t["server"](), time.process_time(), time.perf_counter()
+    await fn()
+    t["wall"] = time.perf_counter() - t["w0"]
+    t["cpu"] = time.process_time() - t["c0"]
+    t["scpu"] = t["server"]() - t["s0"]
+
+
+def run_async(server: Server, n: int, make: Callable[[], Awaitable[None]]) -> Result:
+    _timer["server"] = server.cpu
+    asyncio.run(make())  # type: ignore[arg-type]
+    return {
+        "us_per_msg": _timer["cpu"] / n * 1e6,
+        "msgs_per_s": n / _timer["wall"],
+        "server_us_per_msg": _timer["scpu"] / n * 1e6,
+    }
+
+
+# ---- sync scenarios --------------------------------------------------------------------
+
+
+def raw_sync(server: Server, n: int) -> Result:
+    with httpx.Client() as client:
+        for _ in range(50):
+            client.post(server.url + "/sms/send", json=BODY, headers=HEADERS).json()
+
+        def go() -> None:
+            for _ in range(n):
+                r = client.post(server.url + "/sms/send", json=BODY, headers=HEADERS)
+                r.raise_for_status()
+                r.json()
+
+        return measure(server, n, go)
+
+
+def sdk_sync(server: Server, n: int) -> Result:
+    with OVOClient(api_key=KEY, base_url=server.url) as client:
+        for _ in range(50):
+            client.sms.send(to=BODY["to"], from_=BODY["from"], message=BODY["message"])
+
+        def go() -> None:
+            for _ in range(n):
+                client.sms.send(to=BODY["to"], from_=BODY["from"], message=BODY["message"])
+
+        return measure(server, n, go)
+
+
+# ---- memory and import time (fresh processes) -------------------------------------------
+
+RSS_SCRIPT = """
+import asyncio, resource, sys
+sys.path.insert(0, {root!r})
+from ovo_async import AsyncOVOClient
+def requests(n):
+    for i in range(n):
+        yield {{"to": f"+1415{{i:07d}}", "from": "OVO", "message": f"Hello #{{i}}"}}
+async def main(n, url):
+    async with AsyncOVOClient(api_key="k", base_url=url) as client:
+        async for outcome in client.sms.send_many(requests(n)):
+            assert outcome.ok
+n, url = int(sys.argv[1]), sys.argv[2]
+asyncio.run(main(200, url))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+asyncio.run(main(n, url))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, base)
+"""
+
+
+def peak_rss(server: Server, n: int) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_SCRIPT.format(root=str(ROOT)), str(n), server.url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return int(out[0]) / 1024  # MiB (ru_maxrss is KiB on Linux)
+
+
+def import_time(module: str) -> float:
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout) * 1000
+
+
+# ---- the run -------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
+    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args = parser.parse_args()
+    single = 500 if args.quick else 2000
+    bulk = 20_000 if args.quick else 100_000
+
+    server = Server()
+    try:
+        url = server.url
+        scenarios: dict[str, Callable[[], Result]] = {
+            "raw httpx.AsyncClient.post, c=1": lambda: run_async(
+                server, single, raw_async(url, single, 1)
+            ),
+            "sms.send, c=1": lambda: run_async(server, single, sdk_async(url, single, 1)),
+            "raw httpx.AsyncClient.post, c=10": lambda: run_async(
+                server, single, raw_async(url, single, 10)
+            ),
+            "sms.send, c=10": lambda: run_async(server, single, sdk_async(url, single, 10)),
+            "raw httpx.Client.post (sync)": lambda: raw_sync(server, single),
+            "OVOClient.sms.send (sync)": lambda: sdk_sync(server, single),
+            "raw httpx + semaphore, c=100": lambda: run_async(
+                server, single, raw_semaphore(url, single, 100)
+            ),
+            "send_many single, c=100": lambda: run_async(
+                server, single, sdk_send_many(url, single, 100, None)
+            ),
+            "send_many single, c=100, aiohttp": lambda: run_async(
+                server, single, sdk_send_many(url, single, 100, None, "aiohttp")
+            ),
+            "raw httpx batches of 100, c=4": lambda: run_async(
+                server, bulk, raw_batches(url, bulk, 4, 100)
+            ),
+            "send_many batch (default), 100 x c=4": lambda: run_async(
+                server, bulk, sdk_send_many(url, bulk, 4, 100)
+            ),
+        }
+        results: dict[str, list[Result]] = {name: [] for name in scenarios}
+        for round_no in range(args.rounds):
+            for name, scenario in scenarios.items():
+                results[name].append(scenario())
+            print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr)
+        rss = {
+            n: statistics.median(peak_rss(server, n) for _ in range(3)) for n in (1_000, 100_000)
+        }
+    finally:
+        server.stop()
+    imports = {
+        m: statistics.median(import_time(m) for _ in range(15)) for m in ("httpx", "ovo_async")
+    }
+
+    med = {
+        name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+        for name, rs in results.items()
+    }
+    write_report(Path(args.out), med, rss, imports, args, results)
+    print(Path(args.out).read_text())
+    return 0
+
+
+RAW10 = "raw httpx.AsyncClient.post, c=10"
+
+
+def _ratio(med: dict[str, Result], a: str, b: str) -> float:
+    return med[a]["us_per_msg"] / med[b]["us_per_msg"]
+
+
+def write_report(
+    path: Path,
+    med: dict[str, Result],
+    rss: dict[int, float],
+    imports: dict[str, float],
+    args: argparse.Namespace,
+    raw: dict[str, list[Result]],
+) -> None:
+    cpu_model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    versions = {
+        p: importlib.metadata.version(p)
+        for p in ("ovo-async", "httpx", "httpcore", "anyio", "aiohttp", "httpx-aiohttp")
+    }
+    c10 = med["raw httpx.AsyncClient.post, c=10"]["us_per_msg"]
+    batch = med["send_many batch (default), 100 x c=4"]
+    targets = [
+        (
+            "sms.send CPU <= 1.10x raw httpx, c=1",
+            _ratio(med, "sms.send, c=1", "raw httpx.AsyncClient.post, c=1"),
+            "x",
+            1.10,
+        ),
+        (
+            "sms.send CPU <= 1.10x raw httpx, c=10",
+            _ratio(med, "sms.send, c=10", "raw httpx.AsyncClient.post, c=10"),
+            "x",
+            1.10,
+        ),
+        (
+            "send_many single c=100 <= 1.1x raw httpx c=10",
+            med["send_many single, c=100"]["us_per_msg"] / c10,
+            "x",
+            1.10,
+        ),
+        (
+            "send_many single c=100 with aiohttp <= 400 us",
+            med["send_many single, c=100, aiohttp"]["us_per_msg"],
+            "us",
+            400,
+        ),
+        ("send_many batch <= 15 us per message", batch["us_per_msg"], "us", 15),
+        ("send_many batch >= 50,000 messages/s", batch["msgs_per_s"], "msg/s", -50_000),
+        ("peak RSS 100k - 1k <= 10 MB", rss[100_000] - rss[1_000], "MiB", 10),
+        (
+            "import ovo_async <= 1.3x import httpx",
+            imports["ovo_async"] / imports["httpx"],
+            "x",
+            1.3,
+        ),
+    ]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `nox -s bench` "
+        f"({args.rounds} interleaved rounds, medians).",
+        "",
+        f"- Machine: {cpu_model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()}; "
+        + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        "- Server: benchmarks/server.py (asyncio, HTTP/1.1 keep-alive) in its own process on "
+        "127.0.0.1. Its capacity, from its own CPU per request in these runs: "
+        f"~{1e6 / med[RAW10]['server_us_per_msg']:,.0f} single sends/s, "
+        f"~{1e6 / batch['server_us_per_msg']:,.0f} batched messages/s.",
+        "- CPU is the client process's CPU time per message (all its threads).",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    for name, value, unit, limit in targets:
+        ok = value >= -limit if limit < 0 else value <= limit
+        shown = f"{value:,.2f} {unit}" if unit == "x" else f"{value:,.1f} {unit}"
+        lines.append(f"| {name} | {shown} | {'yes' if ok else '**no**'} |")
+    lines += [
+        "",
+        "## Scenarios",
+        "",
+        "| scenario | client CPU us/msg | msgs/s | server CPU us/msg | spread of us/msg |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in med.items():
+        values = sorted(x["us_per_msg"] for x in raw[name])
+        lines.append(
+            f"| {name} | {r['us_per_msg']:,.1f} | {r['msgs_per_s']:,.0f} | "
+            f"{r['server_us_per_msg']:,.1f} | {values[0]:,.0f}-{values[-1]:,.0f} |"
+        )
+    lines += [
+        "",
+        "## Memory and import time",
+        "",
+        f"- Peak RSS of a process running `send_many` (default batching) over 1,000 messages: "
+        f"{rss[1_000]:.1f} MiB; over 100,000: {rss[100_000]:.1f} MiB "
+        f"(difference {rss[100_000] - rss[1_000]:+.1f} MiB).",
+        f"- `import httpx`: {imports['httpx']:.1f} ms; `import ovo_async`: "
+        f"{imports['ovo_async']:.1f} ms (median of 15 fresh processes).",
+        "",
+        "Raw numbers: "
+        + json.dumps({k: [round(x["us_per_msg"]) for x in v] for k, v in raw.items()}),
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
