@@ -65,7 +65,8 @@ class MessageRejectedError(OVOError):
         self.code, self.param, self.status, self.batch_id = code, param, status, batch_id
 
 
-@attrs.define
+# No on-setattr hooks: the counters change once per message, on the hot path.
+@attrs.define(on_setattr=attrs.setters.NO_OP)
 class BulkProgress:
     """Live counts of a `send_many` run, for progress bars."""
 
@@ -171,6 +172,20 @@ class _Source:
             self.exhausted = True
             self.error = exc
         return taken
+
+
+async def _hand_over(
+    out: MemoryObjectSendStream[list[BulkOutcome]], item: list[BulkOutcome]
+) -> bool:
+    """Send `item` to the consumer; False once the consumer is gone."""
+    try:
+        try:
+            out.send_nowait(item)  # no checkpoint when there is room: most of the time
+        except anyio.WouldBlock:
+            await out.send(item)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        return False
+    return True
 
 
 class _Worker:
@@ -304,9 +319,12 @@ class _Engine:
         gate = _Gate()
         bucket = _TokenBucket(self.rate_limit) if self.rate_limit else None
         # Outcomes travel in lists (one per request): a stream hop per message cost more
-        # than the rest of a batched send. No buffer: a worker hands its list over and only
-        # then takes more input, so at most (concurrency + 1) lists exist at once.
-        send, receive = anyio.create_memory_object_stream[list[BulkOutcome]](0)
+        # than the rest of a batched send. Batches get no buffer (a worker hands its list
+        # over before taking more input), single sends one slot per worker, so a worker
+        # need not wait for the consumer to be scheduled: either way memory stays within
+        # about (concurrency + 1) x batch_size messages.
+        buffer = 0 if self.batch_size else self.concurrency
+        send, receive = anyio.create_memory_object_stream[list[BulkOutcome]](buffer)
         workers: list[_Worker] = []
         try:
             with send:
@@ -316,7 +334,17 @@ class _Engine:
                     worker.start(functools.partial(work, source, gate, bucket, send.clone()))
                     workers.append(worker)
             async with receive:
-                async for outcomes in receive:
+                while True:
+                    try:
+                        # Take what is ready without a checkpoint; wait only when empty.
+                        outcomes = receive.receive_nowait()
+                    except anyio.WouldBlock:
+                        try:
+                            outcomes = await receive.receive()
+                        except anyio.EndOfStream:
+                            break
+                    except anyio.EndOfStream:
+                        break
                     for outcome in outcomes:
                         yield outcome
             for worker in workers:
@@ -379,9 +407,7 @@ class _Engine:
                         outcome = self._outcome(index, request, None, exc)
                 else:
                     outcome = request
-                try:
-                    await out.send([outcome])
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                if not await _hand_over(out, [outcome]):
                     return
 
     async def _batches(
@@ -410,9 +436,7 @@ class _Engine:
                     if bucket is not None:
                         await bucket.take(len(ready))
                     outcomes += await self._send_batch(ready, gate)
-                try:
-                    await out.send(outcomes)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                if not await _hand_over(out, outcomes):
                     return
 
     async def _send_batch(

@@ -45,12 +45,12 @@ def make_request(item: Any, *, default_from: str | None, prefix: str = "") -> SM
 
 
 def _from_mapping(item: Mapping[Any, Any]) -> SMSRequest:
-    unknown = [key for key in item if key not in _KEYS]
-    if unknown:
+    if not _KEYS.issuperset(item):
+        unknown = [key for key in item if key not in _KEYS]
         raise ValidationError(
             str(unknown[0]), "is not a field of an SMS (to, from, message, callback_url)"
         )
-    if "from" in item and "from_" in item:
+    if "from_" in item and "from" in item:
         raise ValidationError("from_", "give either 'from' or 'from_', not both")
     for key in ("to", "message"):
         if key not in item:
