@@ -6,7 +6,19 @@ from typing import Any
 import pytest
 import respx
 
-from ovo_async import AsyncOVOClient, RetryPolicy
+from ovo_async import (
+    APIError,
+    AsyncOVOClient,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RetryPolicy,
+    UnprocessableEntityError,
+)
 
 pytest_plugins = ["pytester"]
 
@@ -14,6 +26,22 @@ API_KEY = "sk_test_SECRETKEY_9f8e7d6c"
 BASE_URL = "https://api.ovocommunications.com/v1"
 #: Retries without real waiting, so the suite stays fast.
 FAST_RETRY = RetryPolicy(max_retries=2, initial_backoff=0.001, max_backoff=0.002, jitter=False)
+
+#: Every status of DESIGN section 2 and the class it must raise.
+STATUS_CLASSES: list[tuple[int, type[APIError]]] = [
+    (400, BadRequestError),
+    (401, AuthenticationError),
+    (403, PermissionDeniedError),
+    (404, NotFoundError),
+    (409, ConflictError),
+    (422, UnprocessableEntityError),
+    (429, RateLimitError),
+    (500, InternalServerError),
+    (502, InternalServerError),
+    (503, InternalServerError),
+    (418, APIError),
+    (302, APIError),
+]
 
 
 def sent_json(**overrides: Any) -> dict[str, Any]:

@@ -10,37 +10,16 @@ import respx
 from ovo_async import (
     APIError,
     AsyncOVOClient,
-    AuthenticationError,
-    BadRequestError,
-    ConflictError,
     InternalServerError,
-    NotFoundError,
     OVOError,
-    PermissionDeniedError,
-    RateLimitError,
-    UnprocessableEntityError,
 )
+
+from .conftest import STATUS_CLASSES
 
 TO = "+14155550123"
 
 
-@pytest.mark.parametrize(
-    ("status", "cls"),
-    [
-        (400, BadRequestError),
-        (401, AuthenticationError),
-        (403, PermissionDeniedError),
-        (404, NotFoundError),
-        (409, ConflictError),
-        (422, UnprocessableEntityError),
-        (429, RateLimitError),
-        (500, InternalServerError),
-        (502, InternalServerError),
-        (503, InternalServerError),
-        (418, APIError),
-        (302, APIError),
-    ],
-)
+@pytest.mark.parametrize(("status", "cls"), STATUS_CLASSES)
 async def test_status_maps_to_class_with_fields(
     api: respx.MockRouter, status: int, cls: type[APIError]
 ) -> None:

@@ -13,23 +13,16 @@ import respx
 from ovo_async import (
     APIError,
     AsyncOVOClient,
-    AuthenticationError,
-    BadRequestError,
     BatchResult,
-    ConflictError,
     InternalServerError,
     Message,
-    NotFoundError,
     OVOClient,
     OVOError,
-    PermissionDeniedError,
-    RateLimitError,
     SentMessage,
-    UnprocessableEntityError,
     ValidationError,
 )
 
-from .conftest import API_KEY, FAST_RETRY, batch_json, message_json, sent_json
+from .conftest import API_KEY, FAST_RETRY, STATUS_CLASSES, batch_json, message_json, sent_json
 
 TO = "+14155550123"
 
@@ -80,20 +73,7 @@ async def test_retrieve(api: respx.MockRouter, face: Face) -> None:
     assert isinstance(msg, Message) and msg.status == "delivered"
 
 
-@pytest.mark.parametrize(
-    ("status", "cls"),
-    [
-        (400, BadRequestError),
-        (401, AuthenticationError),
-        (403, PermissionDeniedError),
-        (404, NotFoundError),
-        (409, ConflictError),
-        (422, UnprocessableEntityError),
-        (429, RateLimitError),
-        (500, InternalServerError),
-        (418, APIError),
-    ],
-)
+@pytest.mark.parametrize(("status", "cls"), STATUS_CLASSES)
 async def test_each_error_class(
     api: respx.MockRouter, face: Face, status: int, cls: type[APIError]
 ) -> None:
