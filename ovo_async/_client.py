@@ -8,10 +8,11 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Literal
 
+import attrs
 import httpx
 
 from . import _validation
-from ._errors import OVOError, ValidationError
+from ._errors import OVOError
 from ._pool import AiohttpIO, ShardedTransport
 from ._retry import RetryPolicy
 from ._transport import APIKey, Pool, Transport
@@ -99,14 +100,7 @@ def _retry_policy(max_retries: int | None, retry: RetryPolicy | None) -> RetryPo
     if max_retries is not None:
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise OVOError(f"max_retries must be a non-negative int, got {max_retries!r}")
-        policy = RetryPolicy(
-            max_retries=max_retries,
-            initial_backoff=policy.initial_backoff,
-            max_backoff=policy.max_backoff,
-            jitter=policy.jitter,
-            max_retry_after=policy.max_retry_after,
-            retry_non_idempotent=policy.retry_non_idempotent,
-        )
+        policy = attrs.evolve(policy, max_retries=max_retries)
     return policy
 
 
@@ -155,10 +149,9 @@ class AsyncOVOClient:
             )
         url = _check_base_url(base_url or os.environ.get("OVO_BASE_URL") or DEFAULT_BASE_URL)
         if default_from is not None:
-            try:
-                _validation.sender("default_from", default_from)
-            except ValidationError as exc:
-                raise ValidationError(exc.field, str(exc).split(": ", 1)[1]) from None
+            _validation.sender("default_from", default_from)
+        checked_timeout = _timeout(timeout)
+        policy = _retry_policy(max_retries, retry)
         headers = dict(default_headers or {})
         for name in headers:
             if name.lower() in ("authorization", "idempotency-key", "content-type"):
@@ -175,8 +168,8 @@ class AsyncOVOClient:
             pool=pool,
             base_url=url,
             api_key=APIKey(key),
-            timeout=_timeout(timeout),
-            retry=_retry_policy(max_retries, retry),
+            timeout=checked_timeout,
+            retry=policy,
             default_headers=headers,
         )
         self.default_from = default_from
@@ -214,17 +207,12 @@ class AsyncOVOClient:
         Cheap to make per call; closing it leaves this client open.
         """
         policy = self._transport.retry if retry is NOT_GIVEN else retry
-        derived = object.__new__(type(self))
-        derived._http_transport = self._http_transport
-        derived._io_backend = self._io_backend
-        derived._owns_pool = False
-        derived._transport = self._transport.derive(
+        transport = self._transport.derive(
+            pool=self._transport.pool,
             timeout=self._transport.timeout if timeout is NOT_GIVEN else _timeout(timeout),
             retry=_retry_policy(None if max_retries is NOT_GIVEN else max_retries, policy),
         )
-        derived.default_from = self.default_from
-        derived.sms = AsyncSMS(derived._transport, default_from=self.default_from)
-        return derived
+        return self._sibling(transport, owns_pool=False)
 
     def _fresh_copy(self) -> AsyncOVOClient:
         """A client with the same configuration and a new connection pool of its own.
@@ -234,28 +222,23 @@ class AsyncOVOClient:
         """
         old = self._transport
         pool = (
-            Pool(
-                _make_http(self._http_transport, self._io_backend),
-                owned=True,
-            )
+            Pool(_make_http(self._http_transport, self._io_backend), owned=True)
             if old.pool.owned
             else old.pool
         )
-        copy = object.__new__(type(self))
-        copy._http_transport = self._http_transport
-        copy._io_backend = self._io_backend
-        copy._owns_pool = True
-        copy._transport = Transport(
-            pool=pool,
-            base_url=old.base_url,
-            api_key=old.api_key,
-            timeout=old.timeout,
-            retry=old.retry,
-            default_headers=old.default_headers,
+        return self._sibling(
+            old.derive(pool=pool, timeout=old.timeout, retry=old.retry), owns_pool=True
         )
-        copy.default_from = self.default_from
-        copy.sms = AsyncSMS(copy._transport, default_from=self.default_from)
-        return copy
+
+    def _sibling(self, transport: Transport, *, owns_pool: bool) -> AsyncOVOClient:
+        client = object.__new__(type(self))
+        client._http_transport = self._http_transport
+        client._io_backend = self._io_backend
+        client._owns_pool = owns_pool
+        client._transport = transport
+        client.default_from = self.default_from
+        client.sms = AsyncSMS(transport, default_from=self.default_from)
+        return client
 
     async def aclose(self) -> None:
         """Close the connection pool (unless it is a caller's `http_client`). Safe to repeat."""

@@ -181,10 +181,10 @@ class Transport:
             **self.default_headers,
         }
 
-    def derive(self, *, timeout: httpx.Timeout, retry: RetryPolicy) -> Transport:
-        """A transport with other options on the same pool."""
+    def derive(self, *, pool: Pool, timeout: httpx.Timeout, retry: RetryPolicy) -> Transport:
+        """A transport with this one's key, URL and headers, and the given pool and options."""
         return Transport(
-            pool=self.pool,
+            pool=pool,
             base_url=self.base_url,
             api_key=self.api_key,
             timeout=timeout,
