@@ -139,3 +139,22 @@ async def test_wait_for_bounds_a_call_that_keeps_getting_503_and_client_recovers
         server.default = Reply(200, message_json())
         assert (await client.sms.retrieve("sm_123")).message_id == "sm_123"
     assert server.count == attempts + 1
+
+
+def test_trio_cancel_scope_bounds_a_slow_call_and_client_recovers(server: ScriptedServer) -> None:
+    import trio
+
+    server.queue(Reply(200, message_json(), delay=10), Reply(200, message_json()))
+
+    async def main() -> tuple[float, str]:
+        async with make(server, retry=RetryPolicy(max_retries=5)) as client:
+            started = time.monotonic()
+            with trio.move_on_after(0.3):
+                await client.sms.retrieve("sm_123")
+            elapsed = time.monotonic() - started
+            return elapsed, (await client.sms.retrieve("sm_123")).message_id
+
+    elapsed, message_id = trio.run(main)
+    assert elapsed < 1.0
+    assert message_id == "sm_123"
+    assert server.count == 2  # the cancelled call was not retried
