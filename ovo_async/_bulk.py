@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -42,7 +41,6 @@ __all__ = [
     "MessageRejectedError",
 ]
 
-logger = logging.getLogger("ovo_async")
 
 #: Requests in flight by default: batches of 100 need few; single sends need more.
 DEFAULT_BATCH_CONCURRENCY = 4
