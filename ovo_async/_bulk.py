@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -23,7 +25,13 @@ import attrs
 import sniffio
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ._errors import APIError, OVOError, ValidationError
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    OVOError,
+    ValidationError,
+)
 from ._portal import SyncCore, SyncIterator
 from ._requests import make_request
 from ._validation import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
@@ -41,6 +49,8 @@ __all__ = [
     "MessageRejectedError",
 ]
 
+
+logger = logging.getLogger("ovo_async")
 
 #: Requests in flight by default: batches of 100 need few; single sends need more.
 DEFAULT_BATCH_CONCURRENCY = 4
@@ -393,16 +403,16 @@ class _Engine:
                 if isinstance(request, SMSRequest):
                     if bucket is not None:
                         await bucket.take(1)
+                    key = self._key(str(index)) or str(uuid.uuid4())
                     try:
                         message = await self._sms._send(
-                            request,
-                            self._key(str(index)),
-                            on_wait=gate.on_wait,
-                            before_attempt=gate.wait,
+                            request, key, on_wait=gate.on_wait, before_attempt=gate.wait
                         )
                         outcome = self._outcome(index, request, message, None)
                     except OVOError as exc:
                         outcome = self._outcome(index, request, None, exc)
+                    except Exception as exc:
+                        outcome = self._outcome(index, request, None, _unexpected(exc, key))
                 else:
                     outcome = request
                 if not await _hand_over(out, [outcome]):
@@ -440,26 +450,36 @@ class _Engine:
     async def _send_batch(
         self, ready: list[tuple[int, SMSRequest]], gate: _Gate
     ) -> list[BulkOutcome]:
+        key = self._key(f"b{ready[0][0]}") or str(uuid.uuid4())
         try:
             result = await self._sms._send_batch(
                 [request for _, request in ready],
                 None,
-                self._key(f"b{ready[0][0]}"),
+                key,
                 on_wait=gate.on_wait,
                 before_attempt=gate.wait,
             )
         except OVOError as exc:
             return [self._outcome(index, request, None, exc) for index, request in ready]
+        except Exception as exc:
+            error = _unexpected(exc, key)
+            return [self._outcome(index, request, None, error) for index, request in ready]
         outcomes = []
         for j, (index, request) in enumerate(ready):
             if j >= len(result.messages):
-                error: OVOError = OVOError(
+                unread = _unread(
                     f"batch {result.batch_id} returned {len(result.messages)} results "
-                    f"for {len(ready)} messages; this one has none"
+                    f"for {len(ready)} messages; this one has none",
+                    key,
+                    None,
                 )
-                outcomes.append(self._outcome(index, request, None, error))
+                outcomes.append(self._outcome(index, request, None, unread))
                 continue
             entry = result.messages[j]
+            if entry.problem is not None:
+                unread = _unread(f"batch {result.batch_id}: {entry.problem}", key, entry)
+                outcomes.append(self._outcome(index, request, None, unread))
+                continue
             if (
                 entry.message_id is not None
                 and entry.error is None
@@ -475,15 +495,34 @@ class _Engine:
                 outcomes.append(self._outcome(index, request, sent, None))
             else:
                 detail = entry.error
-                error = MessageRejectedError(
+                rejected = MessageRejectedError(
                     (detail.message if detail and detail.message else f"message {entry.status}"),
                     code=detail.code if detail else None,
                     param=detail.param if detail else None,
                     status=str(entry.status),
                     batch_id=result.batch_id,
                 )
-                outcomes.append(self._outcome(index, request, None, error))
+                rejected.idempotency_key = key
+                outcomes.append(self._outcome(index, request, None, rejected))
         return outcomes
+
+
+def _unread(reason: str, key: str, entry: Any) -> APIResponseValidationError:
+    """An accepted batch whose answer for this message could not be read: it may be sent."""
+    error = APIResponseValidationError(reason, response=None, body=entry, status_code=None)
+    error.may_have_been_sent = True
+    error.idempotency_key = key
+    return error
+
+
+def _unexpected(exc: Exception, key: str) -> APIConnectionError:
+    """A failure that is not the SDK's (a bug, or a library under it): the fate is unknown."""
+    logger.error("send_many: unexpected %s while sending", type(exc).__name__, exc_info=exc)
+    error = APIConnectionError(
+        f"unexpected {type(exc).__name__} while sending: {exc}"[:1000], may_have_been_sent=True
+    )
+    error.idempotency_key = key
+    return error
 
 
 class BulkRun(SyncIterator[BulkOutcome]):

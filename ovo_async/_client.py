@@ -12,10 +12,10 @@ import attrs
 import httpx
 
 from . import _validation
-from ._errors import OVOError
+from ._errors import OVOError, ValidationError
 from ._pool import AiohttpIO, ShardedTransport
 from ._retry import RetryPolicy
-from ._transport import APIKey, Pool, Transport
+from ._transport import DEFAULT_MAX_RESPONSE_BYTES, APIKey, Pool, Transport
 from .resources.sms import AsyncSMS
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "AsyncOVOClient"]
@@ -47,10 +47,23 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check_base_url(base_url: str) -> str:
+    if not isinstance(base_url, str):
+        raise ValidationError("base_url", f"must be a str, got {type(base_url).__name__}")
     try:
         url = httpx.URL(base_url)
     except Exception as exc:
-        raise OVOError(f"base_url {base_url!r} is not a valid URL: {exc}") from None
+        raise ValidationError("base_url", f"{base_url!r} is not a valid URL: {exc}") from None
+    if url.userinfo:
+        # Never echo it: userinfo is a credential.
+        raise ValidationError("base_url", "may not carry a user name or password (user@host)")
+    if url.query or url.fragment or "?" in base_url or "#" in base_url:
+        raise ValidationError(
+            "base_url",
+            f"{base_url!r} has a query or fragment; every path is appended to it, "
+            "so calls would go to the wrong URL",
+        )
+    if not base_url.isascii() or not base_url.isprintable():
+        raise ValidationError("base_url", f"{base_url!r} holds control or non-ASCII characters")
     if url.scheme == "https" and url.host:
         return base_url
     if url.scheme == "http" and url.host and _is_loopback(url.host):
@@ -63,9 +76,16 @@ def _check_base_url(base_url: str) -> str:
     raise OVOError(f"base_url {base_url!r} must be an absolute https URL")
 
 
-def _make_http(transport: httpx.AsyncBaseTransport | None, io_backend: str) -> httpx.AsyncClient:
-    """The SDK-owned `httpx.AsyncClient`: sharded pools unless a transport or proxy is set."""
-    if transport is None and not _proxies_configured():
+def _make_http(
+    transport: httpx.AsyncBaseTransport | None, io_backend: str, base_url: str
+) -> httpx.AsyncClient:
+    """The SDK-owned `httpx.AsyncClient`: sharded pools unless a transport or proxy is set.
+
+    A plain-http loopback URL never goes through a proxy from the environment: the proxy
+    would see the key in clear text.
+    """
+    loopback = _is_plain_loopback(base_url)
+    if transport is None and (loopback or not _proxies_configured()):
         if io_backend == "aiohttp":
             try:
                 transport = AiohttpIO(DEFAULT_LIMITS)
@@ -75,7 +95,14 @@ def _make_http(transport: httpx.AsyncBaseTransport | None, io_backend: str) -> h
                 ) from None
         else:
             transport = ShardedTransport(DEFAULT_LIMITS)
-    return httpx.AsyncClient(transport=transport, limits=DEFAULT_LIMITS, follow_redirects=False)
+    return httpx.AsyncClient(
+        transport=transport, limits=DEFAULT_LIMITS, follow_redirects=False, trust_env=not loopback
+    )
+
+
+def _is_plain_loopback(base_url: str) -> bool:
+    url = httpx.URL(base_url)
+    return url.scheme == "http" and _is_loopback(url.host)
 
 
 def _proxies_configured() -> bool:
@@ -85,23 +112,38 @@ def _proxies_configured() -> bool:
 
 def _timeout(value: float | httpx.Timeout | None) -> httpx.Timeout:
     if isinstance(value, httpx.Timeout):
+        for phase in ("connect", "read", "write", "pool"):
+            seconds = getattr(value, phase)
+            if seconds is not None:
+                _validation.seconds(f"timeout.{phase}", seconds, allow_zero=False)
         return value
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise OVOError(f"timeout must be a number of seconds or an httpx.Timeout, got {value!r}")
-    if value <= 0:
-        raise OVOError(f"timeout must be positive, got {value!r}")
-    return httpx.Timeout(float(value))
+        raise ValidationError(
+            "timeout", f"must be a number of seconds or an httpx.Timeout, got {value!r}"
+        )
+    return httpx.Timeout(_validation.seconds("timeout", value, allow_zero=False))
 
 
 def _retry_policy(max_retries: int | None, retry: RetryPolicy | None) -> RetryPolicy:
     policy = retry if retry is not None else RetryPolicy()
     if not isinstance(policy, RetryPolicy):
-        raise OVOError(f"retry must be a RetryPolicy, got {type(policy).__name__}")
+        raise ValidationError("retry", f"must be a RetryPolicy, got {type(policy).__name__}")
     if max_retries is not None:
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise OVOError(f"max_retries must be a non-negative int, got {max_retries!r}")
-        policy = attrs.evolve(policy, max_retries=max_retries)
+        policy = attrs.evolve(policy, max_retries=_validation.count("max_retries", max_retries))
     return policy
+
+
+def _api_key(api_key: str | None) -> APIKey:
+    if api_key is not None:
+        if not isinstance(api_key, str):
+            raise ValidationError("api_key", f"must be a str, got {type(api_key).__name__}")
+        key, source = api_key, "api_key"
+    else:
+        # Secrets files and `echo` leave a trailing newline: forgive it in the variable.
+        key, source = os.environ.get("OVO_API_KEY", "").strip(), "OVO_API_KEY"
+    if not key:
+        raise OVOError("no API key: pass api_key=... or set the OVO_API_KEY environment variable")
+    return APIKey(_validation.api_key(key, source=source))
 
 
 class AsyncOVOClient:
@@ -114,6 +156,10 @@ class AsyncOVOClient:
     an httpx async transport (for example `FakeOVO().transport()` in tests).
     `io_backend="aiohttp"` (the `aiohttp` extra) uses aiohttp's faster I/O under asyncio
     and httpx's own under trio; behaviour is otherwise the same.
+
+    Everything is checked here, before any request: a bad key, header, URL, timeout or
+    retry number raises `ValidationError` (the key's value is never shown). An answer
+    body larger than `max_response_bytes` (10 MiB, decompressed) is refused unread.
     """
 
     sms: AsyncSMS
@@ -131,12 +177,9 @@ class AsyncOVOClient:
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         io_backend: Literal["httpx", "aiohttp"] = "httpx",
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("OVO_API_KEY")
-        if not key or not isinstance(key, str):
-            raise OVOError(
-                "no API key: pass api_key=... or set the OVO_API_KEY environment variable"
-            )
+        key = _api_key(api_key)
         if io_backend not in ("httpx", "aiohttp"):
             raise OVOError(f"io_backend must be 'httpx' or 'aiohttp', got {io_backend!r}")
         if io_backend == "aiohttp" and (http_client is not None or transport is not None):
@@ -152,12 +195,10 @@ class AsyncOVOClient:
             _validation.sender("default_from", default_from)
         checked_timeout = _timeout(timeout)
         policy = _retry_policy(max_retries, retry)
-        headers = dict(default_headers or {})
-        for name in headers:
-            if name.lower() in ("authorization", "idempotency-key", "content-type"):
-                raise OVOError(f"default_headers may not set {name!r}: the SDK sets it")
+        headers = _validation.headers("default_headers", default_headers)
+        cap = _validation.count("max_response_bytes", max_response_bytes)
         if http_client is None:
-            pool = Pool(_make_http(transport, io_backend), owned=True)
+            pool = Pool(_make_http(transport, io_backend, url), owned=True)
         else:
             pool = Pool(http_client, owned=False)
         # Kept to build a fresh pool after fork (see _fresh_copy).
@@ -167,10 +208,11 @@ class AsyncOVOClient:
         self._transport = Transport(
             pool=pool,
             base_url=url,
-            api_key=APIKey(key),
+            api_key=key,
             timeout=checked_timeout,
             retry=policy,
             default_headers=headers,
+            max_response_bytes=cap,
         )
         self.default_from = default_from
         self.sms = AsyncSMS(self._transport, default_from=default_from)
@@ -222,7 +264,7 @@ class AsyncOVOClient:
         """
         old = self._transport
         pool = (
-            Pool(_make_http(self._http_transport, self._io_backend), owned=True)
+            Pool(_make_http(self._http_transport, self._io_backend, old.base_url), owned=True)
             if old.pool.owned
             else old.pool
         )

@@ -19,10 +19,38 @@ __all__ = [
     "OVOError",
     "PermissionDeniedError",
     "RateLimitError",
+    "ResponseTooLargeError",
     "UnprocessableEntityError",
     "ValidationError",
     "error_class_for_status",
 ]
+
+#: Attributes an error keeps through `pickle` (Celery, multiprocessing). The response is
+#: dropped: it holds the request, and the request holds the key's header.
+_PICKLED = (
+    "message",
+    "field",
+    "status_code",
+    "code",
+    "param",
+    "request_id",
+    "retry_after",
+    "body",
+    "may_have_been_sent",
+    "idempotency_key",
+    "status",
+    "batch_id",
+)
+
+
+def _rebuild(cls: type[OVOError], args: tuple[Any, ...], state: dict[str, Any]) -> OVOError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    for name, value in state.items():
+        setattr(error, name, value)
+    if isinstance(error, (APIError, APIResponseValidationError)):
+        error.response = None
+    return error
 
 
 class OVOError(Exception):
@@ -40,6 +68,12 @@ class OVOError(Exception):
         super().__init__(message)
         self.message = message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = {name: getattr(self, name) for name in _PICKLED if name in self.__dict__}
+        state["may_have_been_sent"] = self.may_have_been_sent
+        state["idempotency_key"] = self.idempotency_key
+        return (_rebuild, (type(self), self.args, state))
+
 
 class ValidationError(OVOError, ValueError):
     """Bad input, raised before any request is sent. `field` names the offending input."""
@@ -54,8 +88,8 @@ class APIError(OVOError):
 
     `status_code`, `code`, `message`, `param` and `request_id` come from the error body
     (or the `X-Request-Id` header); `body` is the decoded body (or its text) and
-    `response` the `httpx.Response`. `retry_after` is the server's `Retry-After` in seconds
-    (on 429 and 503), else None.
+    `response` the `httpx.Response` (None after unpickling). `retry_after` is the
+    server's `Retry-After` in seconds (on 429 and 503), else None.
     """
 
     def __init__(
@@ -70,7 +104,7 @@ class APIError(OVOError):
         retry_after: float | None = None,
     ) -> None:
         self.status_code = response.status_code
-        self.response = response
+        self.response: httpx.Response | None = response
         self.body = body
         self.code = code
         self.param = param
@@ -131,13 +165,33 @@ class APITimeoutError(APIConnectionError):
     """A timeout expired (connect, write, read or waiting for a pooled connection)."""
 
 
-class APIResponseValidationError(OVOError):
-    """A 2xx response whose body does not fit the expected model. `body` keeps the raw body."""
+class ResponseTooLargeError(APIConnectionError):
+    """The answer's body (decompressed) exceeded the client's `max_response_bytes`.
 
-    def __init__(self, message: str, *, response: httpx.Response, body: Any) -> None:
+    Reading stopped at the cap. For a POST the server did act, so `may_have_been_sent`
+    is True unless the status says otherwise.
+    """
+
+
+class APIResponseValidationError(OVOError):
+    """A 2xx response whose body does not fit the expected model.
+
+    `body` keeps the raw body (decoded JSON, or text when it is not JSON). The server
+    accepted the request, so for a POST `may_have_been_sent` is True: check with
+    `retrieve`, or re-send with the same `idempotency_key`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        response: httpx.Response | None,
+        body: Any,
+        status_code: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.response = response
-        self.status_code = response.status_code
+        self.status_code = status_code if response is None else response.status_code
         self.body = body
 
 

@@ -11,12 +11,16 @@ so sequential use still reuses one connection.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import sniffio
+
+logger = logging.getLogger("ovo_async")
 
 __all__ = ["SHARD_SIZE", "AiohttpIO", "ShardedTransport"]
 
@@ -24,11 +28,30 @@ __all__ = ["SHARD_SIZE", "AiohttpIO", "ShardedTransport"]
 SHARD_SIZE = 5
 
 
+class _Shard:
+    """One small httpx pool and the requests of ours it is serving."""
+
+    __slots__ = ("busy", "suspect", "transport")
+
+    def __init__(self, transport: httpx.AsyncHTTPTransport) -> None:
+        self.transport = transport
+        #: Our requests from send until their body is closed.
+        self.busy = 0
+        #: A request of ours failed or was cancelled here: check for orphans when idle.
+        self.suspect = False
+
+
 class ShardedTransport(httpx.AsyncBaseTransport):
     """Several small httpx connection pools behind one transport.
 
     A request goes to the first shard with a free connection, else to the least busy.
     Keep-alive equals the maximum in each shard: with fewer, a burst reopens connections.
+
+    A request cancelled while httpcore 1.0.x is opening its connection leaves that
+    connection in the pool for good, neither idle, closed nor expired (encode/httpcore
+    #1093, #830): 5 such orphans wedge a shard and every later request gets a PoolTimeout.
+    A shard where one of our requests failed or was cancelled is avoided until it has
+    drained, then replaced if it holds a connection no request of ours is using.
     """
 
     def __init__(
@@ -37,44 +60,126 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         total = limits.max_connections or 100
         count = max(1, math.ceil(total / shard_size))
         per = max(1, math.ceil(total / count))
-        shard_limits = httpx.Limits(
+        self._shard_limits = httpx.Limits(
             max_connections=per,
             max_keepalive_connections=per,
             keepalive_expiry=limits.keepalive_expiry,
         )
         # One TLS context for all shards: building one loads the CA bundle (~25 ms).
         kwargs.setdefault("verify", default_ssl_context())
-        self._shards = [
-            httpx.AsyncHTTPTransport(limits=shard_limits, **kwargs) for _ in range(count)
-        ]
-        self._busy = [0] * count
+        self._kwargs = kwargs
+        self._shards = [_Shard(self._new_pool()) for _ in range(count)]
         self._per = per
+        self._suspects = 0
+
+    def _new_pool(self) -> httpx.AsyncHTTPTransport:
+        return httpx.AsyncHTTPTransport(limits=self._shard_limits, **self._kwargs)
 
     @property
     def shard_count(self) -> int:
         return len(self._shards)
 
-    def _pick(self) -> int:
-        busy, per = self._busy, self._per
-        for i, n in enumerate(busy):
-            if n < per:
-                return i
-        return min(range(len(busy)), key=busy.__getitem__)
+    def _pick(self) -> _Shard:
+        per = self._per
+        for shard in self._shards:
+            if shard.busy < per and not shard.suspect:
+                return shard
+        healthy = [s for s in self._shards if not s.suspect] or self._shards
+        return min(healthy, key=lambda s: s.busy)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        i = self._pick()
-        self._busy[i] += 1
+        if self._suspects:
+            await self._reap()
+        shard = self._pick()
+        shard.busy += 1
         try:
-            response = await self._shards[i].handle_async_request(request)
-            # The connection is busy until its body is read; the client reads it at once.
-            await response.aread()
-            return response
-        finally:
-            self._busy[i] -= 1
+            response = await shard.transport.handle_async_request(request)
+        except BaseException:
+            shard.busy -= 1
+            self._suspect(shard)
+            raise
+        # The connection stays ours until the body is read and closed: count it till then.
+        return httpx.Response(
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=_TrackedStream(response.stream, shard, self),
+            extensions=response.extensions,
+        )
+
+    def _suspect(self, shard: _Shard) -> None:
+        if not shard.suspect:
+            shard.suspect = True
+            self._suspects += 1
+
+    async def _reap(self) -> None:
+        for i, shard in enumerate(self._shards):
+            if not shard.suspect or shard.busy:
+                continue
+            shard.suspect = False
+            self._suspects -= 1
+            if _has_orphans(shard.transport):
+                self._shards[i] = _Shard(self._new_pool())
+                import anyio  # only here: the rare path
+
+                with anyio.CancelScope(shield=True):
+                    await shard.transport.aclose()
 
     async def aclose(self) -> None:
         for shard in self._shards:
-            await shard.aclose()
+            await shard.transport.aclose()
+
+
+def _has_orphans(transport: httpx.AsyncHTTPTransport) -> bool:
+    """Whether an idle shard still holds a connection that is neither idle nor closed."""
+    pool = getattr(transport, "_pool", None)
+    connections = getattr(pool, "connections", ())
+    return any(not (c.is_idle() or c.is_closed() or c.has_expired()) for c in connections)
+
+
+def _h11_state_with_surplus(stream: httpx.AsyncByteStream) -> Any:
+    """The h11 state of a finished HTTP/1.1 response whose connection holds unread bytes.
+
+    A server that writes more than one answer (or junk) after a response leaves the bytes
+    in h11's buffer, and httpcore 1.0.x would read them as the answer to the next request
+    on that connection: a POST would get another request's receipt. httpcore's own check
+    (`has_expired`, socket readable) misses bytes that arrived with the response.
+    """
+    pool_stream = getattr(stream, "_httpcore_stream", None)
+    connection = getattr(getattr(pool_stream, "_stream", None), "_connection", None)
+    state = getattr(connection, "_h11_state", None)
+    trailing = getattr(state, "trailing_data", None)
+    return state if trailing and trailing[0] else None
+
+
+class _TrackedStream(httpx.AsyncByteStream):
+    """A shard's response body: frees the shard's slot when closed, drops a dirty connection."""
+
+    def __init__(self, stream: Any, shard: _Shard, owner: ShardedTransport) -> None:
+        self._stream = stream
+        self._shard: _Shard | None = shard
+        self._owner = owner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        shard, self._shard = self._shard, None
+        if shard is None:
+            return
+        try:
+            state = _h11_state_with_surplus(self._stream)
+            if state is not None:
+                logger.warning("server sent data after a complete response; connection dropped")
+                # h11's public way to mark the connection broken: httpcore then closes it
+                # instead of returning it to the pool.
+                state.send_failed()
+            await self._stream.aclose()
+        except BaseException:
+            self._owner._suspect(shard)
+            raise
+        finally:
+            shard.busy -= 1
 
 
 @functools.lru_cache(maxsize=1)
@@ -108,22 +213,45 @@ def _aiohttp_error(exc: httpx.TransportError) -> httpx.TransportError:
     return exc
 
 
+def _header_deadline(request: httpx.Request) -> float | None:
+    """Seconds for sending a request and getting its response headers, over every phase.
+
+    aiohttp has no write timeout: a server that stops reading would hang a large POST
+    forever. No phase may take longer than its own timeout, so their sum bounds them all.
+    """
+    timeout = request.extensions.get("timeout", {})
+    parts = [timeout.get(k) for k in ("pool", "connect", "write", "read")]
+    if timeout.get("write") is None or any(p is None for p in parts):
+        return None
+    return float(sum(parts))
+
+
 class AiohttpIO(httpx.AsyncBaseTransport):
     """aiohttp's faster I/O under asyncio (the `aiohttp` extra); httpx's own under trio."""
 
-    def __init__(self, limits: httpx.Limits) -> None:
+    def __init__(self, limits: httpx.Limits, **kwargs: Any) -> None:
         from httpx_aiohttp import AiohttpTransport
 
-        self._aiohttp = AiohttpTransport(limits=limits, verify=default_ssl_context())
-        self._fallback = ShardedTransport(limits)
+        kwargs.setdefault("verify", default_ssl_context())
+        self._aiohttp = AiohttpTransport(limits=limits, **kwargs)
+        self._fallback = ShardedTransport(limits, **kwargs)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if sniffio.current_async_library() != "asyncio":
             return await self._fallback.handle_async_request(request)
+        import asyncio
+
+        deadline = _header_deadline(request)
         try:
-            response = await self._aiohttp.handle_async_request(request)
-            await response.aread()
-            return response
+            if deadline is None:
+                return await self._aiohttp.handle_async_request(request)
+            try:
+                return await asyncio.wait_for(self._aiohttp.handle_async_request(request), deadline)
+            except asyncio.TimeoutError:
+                raise httpx.WriteTimeout(
+                    f"no answer within {deadline:g} s (connect + write + read timeouts)",
+                    request=request,
+                ) from None
         except httpx.TransportError as exc:
             raise _aiohttp_error(exc) from exc.__cause__
 

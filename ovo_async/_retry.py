@@ -13,19 +13,24 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from . import _validation
 from ._errors import APIConnectionError, APIError, OVOError
 
 if TYPE_CHECKING:
     from tenacity import AsyncRetrying, RetryCallState
 
-__all__ = ["RetryPolicy", "may_have_been_sent", "should_retry"]
+__all__ = ["RetryPolicy", "fate", "may_have_been_sent", "should_retry"]
 
 logger = logging.getLogger("ovo_async")
 
 
-def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{attribute.name} must be a non-negative number, got {value!r}")
+def _seconds(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    # nan or inf here once meant 3,000 retries in 3 s on a 429 storm.
+    _validation.seconds(attribute.name, value)
+
+
+def _count(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _validation.count(attribute.name, value)
 
 
 @attrs.frozen(kw_only=True)
@@ -38,13 +43,15 @@ class RetryPolicy:
     - `max_retry_after`: the longest `Retry-After` honoured; a longer one is raised at once.
     - `retry_non_idempotent`: also retry POST when its fate is unknown (read errors, read
       timeouts, 409, 5xx). Only safe against a server that honours `Idempotency-Key`.
+
+    Numbers must be finite and non-negative, else `ValidationError`.
     """
 
-    max_retries: int = attrs.field(default=2, validator=_non_negative)
-    initial_backoff: float = attrs.field(default=0.5, validator=_non_negative)
-    max_backoff: float = attrs.field(default=8.0, validator=_non_negative)
+    max_retries: int = attrs.field(default=2, validator=_count)
+    initial_backoff: float = attrs.field(default=0.5, validator=_seconds)
+    max_backoff: float = attrs.field(default=8.0, validator=_seconds)
     jitter: bool = True
-    max_retry_after: float = attrs.field(default=60.0, validator=_non_negative)
+    max_retry_after: float = attrs.field(default=60.0, validator=_seconds)
     retry_non_idempotent: bool = False
 
     def backoff(self, retry_number: int) -> float:
@@ -80,9 +87,28 @@ def should_retry(error: BaseException, *, idempotent: bool, policy: RetryPolicy)
 
 def may_have_been_sent(status_code: int, retry_after: float | None) -> bool:
     """Whether a POST answered with this status may have been acted on by the server."""
+    if 200 <= status_code < 300:
+        return True
     if status_code == 503 and retry_after is not None:
         return False
     return status_code >= 500 or status_code == 409
+
+
+def fate(
+    method: str, *, reached: bool, status: int | None = None, retry_after: float | None = None
+) -> bool:
+    """The one decision of whether the server may have acted on a request.
+
+    A GET changes nothing, so it never "may have been sent". `reached`: some byte of
+    the request may have left (False only for failures before that: connect, pool
+    wait, a header refused locally). `status`: the answer's status,
+    None when no answer arrived. A 2xx, even one whose body we cannot read, was acted on.
+    """
+    if method == "GET" or not reached:
+        return False
+    if status is None:
+        return True
+    return may_have_been_sent(status, retry_after)
 
 
 class _Wait:

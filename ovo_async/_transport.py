@@ -10,10 +10,11 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable, Generator, Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -23,12 +24,21 @@ from ._errors import (
     APIResponseValidationError,
     APITimeoutError,
     OVOError,
+    ResponseTooLargeError,
+    ValidationError,
     error_class_for_status,
 )
-from ._retry import RetryPolicy, may_have_been_sent, retrying
+from ._retry import RetryPolicy, fate, retrying
 from ._version import __version__
 
-__all__ = ["APIKey", "Pool", "Transport", "user_agent"]
+__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "APIKey", "Pool", "Transport", "user_agent"]
+
+T = TypeVar("T")
+
+#: The most bytes of an answer's body (after decompression) the SDK reads.
+DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+#: Only encodings the SDK can decompress in bounded steps (no brotli or zstd bombs).
+ACCEPT_ENCODING = "gzip, deflate"
 
 logger = logging.getLogger("ovo_async")
 
@@ -61,6 +71,24 @@ class APIKey:
         raise TypeError("an API key holder cannot be pickled")
 
 
+class BearerAuth(httpx.Auth):
+    """Sets `Authorization` on each request as it leaves, so no SDK frame holds the key.
+
+    Tracebacks with locals (Sentry, `pytest -l`, rich) print what frames hold: a dict
+    of headers would show the key; this object and the request's `httpx.Headers` do not.
+    """
+
+    def __init__(self, key: APIKey) -> None:
+        self._key = key
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._key.bearer()
+        yield request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(****)"
+
+
 class Pool:
     """An `httpx.AsyncClient` shared by a client and the clients made by `with_options`.
 
@@ -78,23 +106,6 @@ class Pool:
         self.closed = True
         if self.owned:
             await self.http.aclose()
-
-
-def _connection_error(exc: httpx.TransportError) -> APIConnectionError:
-    # Before the request could be written (connect, pool wait, bad URL) the server cannot
-    # have acted; after that the answer may just have been lost.
-    not_sent = isinstance(
-        exc,
-        (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol),
-    )
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException):
-        return APITimeoutError(
-            f"request timed out ({type(exc).__name__}): {text}", may_have_been_sent=not not_sent
-        )
-    return APIConnectionError(
-        f"connection failed ({type(exc).__name__}): {text}", may_have_been_sent=not not_sent
-    )
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -117,29 +128,171 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, seconds)
 
 
-def _api_error(response: httpx.Response) -> APIError:
-    body: Any
+# Errors raised before any byte of the request could leave this process.
+_NOT_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+    httpx.ProxyError,
+)
+
+
+def _connection_error(exc: Exception, method: str) -> APIConnectionError:
+    """Any failure to get an answer, from httpx or from a library under it."""
+    reached = not isinstance(exc, _NOT_SENT)
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return APITimeoutError(
+            f"request timed out ({type(exc).__name__}): {text}",
+            may_have_been_sent=fate(method, reached=reached),
+        )
+    if not isinstance(exc, httpx.HTTPError):
+        # aiohttp, h11, a caller's transport: we cannot tell how far it got.
+        text = f"{type(exc).__module__}.{type(exc).__qualname__}: {text}"
+    return APIConnectionError(
+        f"connection failed ({type(exc).__name__}): {text}"[:1000],
+        may_have_been_sent=fate(method, reached=reached),
+    )
+
+
+class _Decoder:
+    """Content-Encoding decoding in bounded steps: a gzip bomb never inflates past the cap."""
+
+    def __init__(self, encoding: str) -> None:
+        self._stages: list[Any] = []
+        for name in reversed([e.strip().lower() for e in encoding.split(",") if e.strip()]):
+            if name == "identity":
+                continue
+            if name in ("gzip", "x-gzip"):
+                self._stages.append(zlib.decompressobj(zlib.MAX_WBITS | 16))
+            elif name == "deflate":
+                self._stages.append(_Deflate())
+            else:
+                raise ValueError(f"unsupported Content-Encoding {name!r}")
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        """Decode `data`; at most `room + 1` bytes come out, so the caller can see overflow."""
+        for stage in self._stages:
+            data = stage.decompress(data, room + 1)
+            if len(data) > room:
+                return data
+        return data
+
+    def finish(self) -> None:
+        for stage in self._stages:
+            if not stage.eof:
+                raise ValueError("compressed body is truncated")
+
+
+class _Deflate:
+    """`deflate` as servers send it: zlib-wrapped, or raw (the first bytes tell)."""
+
+    def __init__(self) -> None:
+        self._inner: Any = None
+
+    @property
+    def eof(self) -> bool:
+        return self._inner is None or bool(self._inner.eof)
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if self._inner is None:
+            if not data:
+                return b""
+            raw = (data[0] & 0x0F) != 8  # zlib's header names the deflate method
+            self._inner = zlib.decompressobj(-zlib.MAX_WBITS if raw else zlib.MAX_WBITS)
+        out: bytes = self._inner.decompress(data, max_length)
+        return out
+
+
+class _Body:
+    """What was read of an answer: its bytes, or why they could not be read."""
+
+    __slots__ = ("content", "problem")
+
+    def __init__(self, content: bytes, problem: str | None) -> None:
+        self.content = content
+        self.problem = problem
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> _Body:
+    """Read and decompress the body, never holding more than `cap` bytes of it.
+
+    Raises `ValueError` past the cap; decoding trouble comes back as `problem`.
+    """
     try:
-        body = response.json()
+        # A transport that read the body itself (mocks, in-process apps) hands it over
+        # decoded by httpx: nothing more to stream.
+        content = response.content
+    except httpx.ResponseNotRead:
+        pass
+    else:
+        if len(content) > cap:
+            raise ValueError(f"answer body exceeds max_response_bytes ({cap:,} bytes)")
+        return _Body(content, None)
+    decoder: _Decoder | None = None
+    problem: str | None = None
+    try:
+        decoder = _Decoder(response.headers.get("content-encoding", ""))
+    except ValueError as exc:
+        problem = str(exc)
+    buffer = bytearray()
+    raw = 0
+    async for chunk in response.aiter_raw():
+        raw += len(chunk)
+        if raw > cap:
+            raise ValueError(f"answer body exceeds max_response_bytes ({cap:,} bytes)")
+        if decoder is None or problem is not None:
+            continue  # drain, so the connection can be reused
+        try:
+            chunk = decoder.feed(chunk, cap - len(buffer))
+        except zlib.error as exc:
+            problem = f"could not decompress the body: {exc}"
+            continue
+        if len(buffer) + len(chunk) > cap:
+            raise ValueError(f"answer body exceeds max_response_bytes ({cap:,} bytes)")
+        buffer += chunk
+    if decoder is not None and problem is None:
+        try:
+            decoder.finish()
+        except ValueError as exc:
+            problem = str(exc)
+    return _Body(bytes(buffer), problem)
+
+
+def _decode_json(content: bytes) -> Any:
+    """JSON from bytes; `ValueError` for anything that is not (including absurd nesting)."""
+    try:
+        return json.loads(content)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _api_error(response: httpx.Response, body: _Body, method: str) -> APIError:
+    """The error for a non-2xx answer, with whatever could be read of its body."""
+    decoded: Any
+    try:
+        decoded = _decode_json(body.content) if body.problem is None else body.problem
     except ValueError:
-        body = response.text
+        decoded = body.content.decode("utf-8", "replace")
     code = param = request_id = None
     message = response.reason_phrase or f"HTTP {response.status_code}"
-    error = body.get("error") if isinstance(body, dict) else None
+    error = decoded.get("error") if isinstance(decoded, dict) else None
     if isinstance(error, dict):
         code = _text(error.get("code"))
         param = _text(error.get("param"))
         request_id = _text(error.get("request_id"))
         message = _text(error.get("message")) or message
     elif isinstance(error, str) and error:
-        message = error
+        message = error[:1000]
     retry_after = None
     if response.status_code in (429, 503):
         retry_after = parse_retry_after(response.headers.get("retry-after"))
-    error = error_class_for_status(response.status_code)(
+    api_error = error_class_for_status(response.status_code)(
         message,
         response=response,
-        body=body,
+        body=decoded,
         code=code,
         param=param,
         request_id=request_id or response.headers.get("x-request-id"),
@@ -147,12 +300,15 @@ def _api_error(response: httpx.Response) -> APIError:
     )
     if 300 <= response.status_code < 400:
         location = response.headers.get("location")
-        error.args = (f"{error} (redirect to {location!r} not followed)",)
-    return error
+        api_error.args = (f"{api_error} (redirect to {location!r} not followed)",)
+    api_error.may_have_been_sent = fate(
+        method, reached=True, status=response.status_code, retry_after=retry_after
+    )
+    return api_error
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else str(value)[:1000]
 
 
 class Transport:
@@ -167,6 +323,7 @@ class Transport:
         timeout: httpx.Timeout,
         retry: RetryPolicy,
         default_headers: Mapping[str, str],
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.pool = pool
         self.base_url = base_url.rstrip("/")
@@ -174,9 +331,12 @@ class Transport:
         self.timeout = timeout
         self.retry = retry
         self.default_headers = dict(default_headers)
+        self.max_response_bytes = max_response_bytes
         self.closed = False
+        self._auth = BearerAuth(api_key)
         self._headers = {
             "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
             "User-Agent": USER_AGENT,
             **self.default_headers,
         }
@@ -190,6 +350,7 @@ class Transport:
             timeout=timeout,
             retry=retry,
             default_headers=self.default_headers,
+            max_response_bytes=self.max_response_bytes,
         )
 
     def __repr__(self) -> str:
@@ -200,21 +361,22 @@ class Transport:
         method: str,
         path: str,
         *,
+        parse: Callable[[Any], T],
         body: Any = None,
         idempotency_key: str | None = None,
         on_wait: Callable[[float, BaseException], None] | None = None,
         before_attempt: Callable[[], Any] | None = None,
-    ) -> tuple[httpx.Response, Any]:
-        """Send with retries; return the 2xx response and its decoded JSON.
+    ) -> T:
+        """Send with retries; return `parse(decoded JSON)` of the 2xx answer.
 
         Every POST carries an `Idempotency-Key` (the caller's or a new UUID4), the same on
-        every attempt; errors from a POST carry it and `may_have_been_sent`.
-        `before_attempt` is awaited before each attempt (bulk sending paces with it).
+        every attempt; every error from a POST carries it and `may_have_been_sent`. A 2xx
+        whose body is not JSON or that `parse` rejects is an `APIResponseValidationError`
+        that may have been sent. `before_attempt` is awaited before each attempt.
         """
         if self.closed or self.pool.closed:
             raise OVOError("this client is closed; make a new one (or use `async with`)")
         headers = dict(self._headers)
-        headers["Authorization"] = self.api_key.bearer()
         content = None
         idempotent = method == "GET"
         if not idempotent:
@@ -223,21 +385,33 @@ class Transport:
             headers["Idempotency-Key"] = idempotency_key
         if body is not None:
             headers["Content-Type"] = "application/json"
-            content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            try:
+                content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+                raise ValidationError("body", f"cannot be sent as JSON: {exc}") from None
         url = self.base_url + path
         try:
             # The first attempt runs outside tenacity: its loop costs ~80 us per call,
             # more than everything else the SDK adds, and most calls succeed first time.
             if before_attempt is not None:
                 await before_attempt()
-            return await self._attempt(method, url, path, headers, content)
+            return await self._attempt(method, url, path, headers, content, parse)
         except OVOError as first:
             if not idempotent:
                 first.idempotency_key = idempotency_key
             if self.retry.max_retries == 0:
                 raise
             return await self._retry(
-                first, method, url, path, headers, content, idempotent, on_wait, before_attempt
+                first,
+                method,
+                url,
+                path,
+                headers,
+                content,
+                parse,
+                idempotent,
+                on_wait,
+                before_attempt,
             )
 
     async def _retry(
@@ -248,10 +422,11 @@ class Transport:
         path: str,
         headers: dict[str, str],
         content: bytes | None,
+        parse: Callable[[Any], T],
         idempotent: bool,
         on_wait: Callable[[float, BaseException], None] | None,
         before_attempt: Callable[[], Any] | None,
-    ) -> tuple[httpx.Response, Any]:
+    ) -> T:
         """Attempts 2..n: tenacity decides, starting from the first attempt's error."""
         pending: OVOError | None = first
         maybe_sent = first.may_have_been_sent
@@ -266,7 +441,7 @@ class Transport:
                     if before_attempt is not None:
                         await before_attempt()
                     try:
-                        return await self._attempt(method, url, path, headers, content)
+                        return await self._attempt(method, url, path, headers, content, parse)
                     except OVOError as exc:
                         maybe_sent = maybe_sent or exc.may_have_been_sent
                         raise
@@ -278,44 +453,93 @@ class Transport:
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
     async def _attempt(
-        self, method: str, url: str, path: str, headers: dict[str, str], content: bytes | None
-    ) -> tuple[httpx.Response, Any]:
+        self,
+        method: str,
+        url: str,
+        path: str,
+        headers: dict[str, str],
+        content: bytes | None,
+        parse: Callable[[Any], T],
+    ) -> T:
+        """One request and its answer. Every failure leaves here as an `OVOError` whose
+        `may_have_been_sent` comes from `fate()`; nothing else is raised but cancellation."""
         if self.pool.closed:
             raise OVOError("this client is closed; make a new one (or use `async with`)")
+        http = self.pool.http
         debug = logger.isEnabledFor(logging.DEBUG)
         started = time.perf_counter() if debug else 0.0
         try:
-            response = await self.pool.http.request(
-                method,
-                url,
-                content=content,
-                headers=headers,
-                timeout=self.timeout,
-                follow_redirects=False,
+            request = http.build_request(
+                method, url, content=content, headers=headers, timeout=self.timeout
             )
-        except httpx.TransportError as exc:
+        except Exception as exc:
+            raise APIConnectionError(
+                f"could not build the request ({type(exc).__name__}): {exc}"[:1000],
+                may_have_been_sent=fate(method, reached=False),
+            ) from None
+        if http.is_closed:
+            raise OVOError("the http_client given to this client is closed")
+        try:
+            response = await http.send(
+                request, auth=self._auth, stream=True, follow_redirects=False
+            )
+        except Exception as exc:
             if debug:
                 logger.debug("%s %s -> %s", method, path, type(exc).__name__)
-            raise _connection_error(exc) from exc
+            raise _connection_error(exc, method) from None
+        try:
+            body = await _read_capped(response, self.max_response_bytes)
+        except ValueError as exc:  # past the cap
+            raise ResponseTooLargeError(
+                f"{response.status_code} {exc}",
+                may_have_been_sent=fate(method, reached=True, status=response.status_code),
+            ) from None
+        except Exception as exc:
+            raise _connection_error(exc, method) from None
+        finally:
+            await _close_quietly(response)
+        status = response.status_code
         if debug:
             logger.debug(
                 "%s %s -> %d in %.1f ms request_id=%s",
                 method,
                 path,
-                response.status_code,
+                status,
                 (time.perf_counter() - started) * 1000,
                 response.headers.get("x-request-id"),
             )
-        if not 200 <= response.status_code < 300:
-            error = _api_error(response)
-            error.may_have_been_sent = may_have_been_sent(response.status_code, error.retry_after)
-            raise error
-        try:
-            data = response.json()
-        except ValueError:
-            raise APIResponseValidationError(
-                f"{response.status_code} response is not JSON",
-                response=response,
-                body=response.text,
-            ) from None
-        return response, data
+        if not 200 <= status < 300:
+            raise _api_error(response, body, method)
+        return self._parse(method, response, body, parse)
+
+    def _parse(
+        self, method: str, response: httpx.Response, body: _Body, parse: Callable[[Any], T]
+    ) -> T:
+        status = response.status_code
+        problem = body.problem
+        data: Any = None
+        if problem is None and not body.content.strip():
+            problem = f"{status} answer has no body"
+        if problem is None:
+            try:
+                data = _decode_json(body.content)
+            except ValueError as exc:
+                problem = f"{status} answer is not JSON: {exc}"
+        if problem is None:
+            try:
+                return parse(data)
+            except (ValueError, TypeError, KeyError, RecursionError) as exc:
+                problem = f"{status} {exc}"
+        if data is None:
+            data = body.content.decode("utf-8", "replace")[:10_000]
+        error = APIResponseValidationError(problem[:1000], response=response, body=data)
+        # The server accepted the request: whatever we failed to read, it may have acted.
+        error.may_have_been_sent = fate(method, reached=True, status=status)
+        raise error
+
+
+async def _close_quietly(response: httpx.Response) -> None:
+    try:
+        await response.aclose()
+    except Exception as exc:  # the answer is read; a failure to release is not the caller's
+        logger.debug("closing a response failed: %s", type(exc).__name__)

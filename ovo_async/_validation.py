@@ -5,7 +5,9 @@ Each check raises `ValidationError` naming the field, so a caller knows what to 
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,12 +52,21 @@ def sender(field: str, value: Any) -> str:
     )
 
 
+_SURROGATE_OR_NUL = re.compile("[\x00\ud800-\udfff]")
+
+
 def message_text(field: str, value: Any) -> str:
-    """Non-empty text."""
+    """Non-empty text that can travel as UTF-8 (no lone surrogates, no NUL)."""
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a string, got {type(value).__name__}")
     if not value.strip():
         raise ValidationError(field, "must not be empty")
+    bad = _SURROGATE_OR_NUL.search(value)
+    if bad is not None:
+        what = "a NUL character" if bad.group() == "\x00" else "a lone surrogate"
+        raise ValidationError(
+            field, f"holds {what} ({bad.group()!r} at position {bad.start()}): not valid text"
+        )
     return value
 
 
@@ -71,6 +82,12 @@ def callback_url(field: str, value: Any) -> str | None:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationError(field, f"must be an absolute http(s) URL, got {_show(value)}")
+    if not value.isascii() or not value.isprintable() or " " in value:
+        raise ValidationError(
+            field,
+            "must be a URL of printable ASCII without spaces or control characters "
+            f"(percent-encode the rest), got {_show(value)}",
+        )
     return value
 
 
@@ -97,4 +114,67 @@ def message_id(field: str, value: Any) -> str:
         raise ValidationError(field, f"must be a string, got {type(value).__name__}")
     if value in ("", ".", ".."):
         raise ValidationError(field, f"must be a message id such as 'sm_123', got {_show(value)}")
+    return value
+
+
+def api_key(value: str, *, source: str) -> str:
+    """The API key: printable ASCII, no whitespace. The error never shows the key."""
+    if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
+        raise ValidationError(
+            source,
+            "the API key holds whitespace, control or non-ASCII characters; "
+            "copy it again without them (its value is not shown here)",
+        )
+    return value
+
+
+# RFC 9110 token characters for a header name.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: Headers the SDK sets itself; a caller's value would break auth, framing or retries.
+RESERVED_HEADERS = frozenset(
+    {
+        "authorization",
+        "idempotency-key",
+        "content-length",
+        "transfer-encoding",
+        "host",
+        "content-type",
+    }
+)
+
+
+def headers(field: str, value: Any) -> dict[str, str]:
+    """Extra headers: `str` names (tokens) and `str` printable ASCII values, none reserved."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError(field, f"must be a mapping of str to str, got {type(value).__name__}")
+    checked: dict[str, str] = {}
+    for name, val in value.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise ValidationError(field, f"header name {_show(name)} is not a valid str token")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValidationError(f"{field}[{name!r}]", "is set by the SDK and may not be given")
+        if not isinstance(val, str) or not val.isascii() or not val.isprintable():
+            raise ValidationError(
+                f"{field}[{name!r}]", f"must be a str of printable ASCII, got {_show(val)}"
+            )
+        checked[name] = val
+    return checked
+
+
+def seconds(field: str, value: Any, *, allow_zero: bool = True) -> float:
+    """A finite, non-negative number of seconds (positive when `allow_zero` is False)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(field, f"must be a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (not allow_zero and value == 0):
+        need = "non-negative" if allow_zero else "positive"
+        raise ValidationError(field, f"must be a finite, {need} number, got {value!r}")
+    return float(value)
+
+
+def count(field: str, value: Any) -> int:
+    """A non-negative int."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(field, f"must be a non-negative int, got {value!r}")
     return value

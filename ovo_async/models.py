@@ -88,13 +88,18 @@ class ErrorDetail:
 
 @attrs.frozen(kw_only=True)
 class BatchMessage:
-    """The outcome of one item of a batch; `message_id` is None when it was not accepted."""
+    """The outcome of one item of a batch; `message_id` is None when it was not accepted.
+
+    `problem` is set when the server's entry did not fit this model (its fields are then
+    what could be read): the batch was accepted, so this message may have been sent.
+    """
 
     status: MessageStatus | str
     to: str
     from_: str
     message_id: str | None = None
     error: ErrorDetail | None = None
+    problem: str | None = None
 
 
 @attrs.frozen(kw_only=True)

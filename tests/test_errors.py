@@ -45,7 +45,8 @@ async def test_status_maps_to_class_with_fields(
         "req_abc",
     )
     assert err.message == "to is not reachable"
-    assert err.body == body and err.response.status_code == status
+    assert err.body == body and err.response is not None
+    assert err.response.status_code == status
     assert "req_abc" in str(err) and str(status) in str(err)
 
 

@@ -15,6 +15,7 @@ from ovo_async._client import DEFAULT_TIMEOUT, NOT_GIVEN, AsyncOVOClient
 from ovo_async._portal import SyncCore
 from ovo_async._retry import RetryPolicy
 from ovo_async._sync.sms import SMS
+from ovo_async._transport import DEFAULT_MAX_RESPONSE_BYTES
 
 __all__ = ["OVOClient"]
 
@@ -29,6 +30,10 @@ class OVOClient:
     an httpx async transport (for example `FakeOVO().transport()` in tests).
     `io_backend="aiohttp"` (the `aiohttp` extra) uses aiohttp's faster I/O under asyncio
     and httpx's own under trio; behaviour is otherwise the same.
+
+    Everything is checked here, before any request: a bad key, header, URL, timeout or
+    retry number raises `ValidationError` (the key's value is never shown). An answer
+    body larger than `max_response_bytes` (10 MiB, decompressed) is refused unread.
     """
 
     sms: SMS
@@ -46,8 +51,9 @@ class OVOClient:
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         io_backend: Literal['httpx', 'aiohttp'] = 'httpx',
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        self._core = SyncCore(AsyncOVOClient(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries, retry=retry, default_from=default_from, default_headers=default_headers, http_client=http_client, transport=transport, io_backend=io_backend))
+        self._core = SyncCore(AsyncOVOClient(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries, retry=retry, default_from=default_from, default_headers=default_headers, http_client=http_client, transport=transport, io_backend=io_backend, max_response_bytes=max_response_bytes))
         self.sms = SMS(self)
 
     @property

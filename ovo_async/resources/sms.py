@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncSMS"]
 
+# Parsing runs inside the transport, so a 2xx that does not fit is raised with its fate.
+_SENT = _serde.parser(SentMessage)
+_BATCH = _serde.parser(BatchResult)
+_MESSAGE = _serde.parser(Message)
+
 
 class AsyncSMS:
     """SMS operations, reached as `client.sms`."""
@@ -59,15 +64,15 @@ class AsyncSMS:
         on_wait: Callable[[float, BaseException], None] | None = None,
         before_attempt: Callable[[], Awaitable[None]] | None = None,
     ) -> SentMessage:
-        response, data = await self._transport.request(
+        return await self._transport.request(
             "POST",
             "/sms/send",
+            parse=_SENT,
             body=_serde.request_body(request),
             idempotency_key=idempotency_key,
             on_wait=on_wait,
             before_attempt=before_attempt,
         )
-        return _serde.structure(response, data, SentMessage)
 
     async def batch(
         self,
@@ -100,15 +105,15 @@ class AsyncSMS:
         body: dict[str, Any] = {"messages": [_serde.request_body(r) for r in requests]}
         if callback_url is not None:
             body["callback_url"] = callback_url
-        response, data = await self._transport.request(
+        return await self._transport.request(
             "POST",
             "/sms/batch",
+            parse=_BATCH,
             body=body,
             idempotency_key=idempotency_key,
             on_wait=on_wait,
             before_attempt=before_attempt,
         )
-        return _serde.structure(response, data, BatchResult)
 
     def _batch_requests(self, messages: Any) -> list[SMSRequest]:
         if isinstance(messages, (str, bytes, Mapping, SMSRequest)) or not isinstance(
@@ -134,8 +139,9 @@ class AsyncSMS:
     async def retrieve(self, message_id: str) -> Message:
         """Fetch a message and its current status by id. Unknown ids raise `NotFoundError`."""
         v.message_id("message_id", message_id)
-        response, data = await self._transport.request("GET", "/sms/" + quote(message_id, safe=""))
-        return _serde.structure(response, data, Message)
+        return await self._transport.request(
+            "GET", "/sms/" + quote(message_id, safe=""), parse=_MESSAGE
+        )
 
     def send_many(
         self,
