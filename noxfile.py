@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
+#: The oldest and newest supported Pythons: CI runs the suite on both (timestamps, asyncio
+#: and typing differ between them).
+PYTHONS = ["3.10", "3.13"]
 
 
-@nox.session(python=PYTHON)
+def _let_pyenv_shims_find_every_python() -> None:
+    # pyenv's `python3.10` shim refuses to run unless 3.10 is a selected version; list
+    # every installed one (the global first) so nox finds each interpreter it needs.
+    versions = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    if "PYENV_VERSION" in os.environ or not versions.is_dir():
+        return
+    installed = sorted(p.name for p in versions.iterdir() if (p / "bin" / "python").exists())
+    global_file = versions.parent / "version"
+    first = global_file.read_text().split() if global_file.exists() else []
+    os.environ["PYENV_VERSION"] = ":".join(first + [v for v in installed if v not in first])
+
+
+_let_pyenv_shims_find_every_python()
+
+
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The test suite (the same one the README's test command runs)."""
+    """The test suite (the same one the README's test command runs), on 3.10 and 3.13."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
 

@@ -21,6 +21,7 @@ from ._errors import (
     OVOError,
     PermissionDeniedError,
     RateLimitError,
+    ResponseTooLargeError,
     UnprocessableEntityError,
     ValidationError,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "OVOError",
     "PermissionDeniedError",
     "RateLimitError",
+    "ResponseTooLargeError",
     "RetryPolicy",
     "SMSRequest",
     "SentMessage",

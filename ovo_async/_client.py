@@ -133,17 +133,29 @@ def _retry_policy(max_retries: int | None, retry: RetryPolicy | None) -> RetryPo
     return policy
 
 
-def _api_key(api_key: str | None) -> APIKey:
-    if api_key is not None:
-        if not isinstance(api_key, str):
-            raise ValidationError("api_key", f"must be a str, got {type(api_key).__name__}")
-        key, source = api_key, "api_key"
-    else:
+def _hold_key(api_key: Any) -> APIKey | None:
+    """The key (argument, else `OVO_API_KEY` stripped) in its masking holder, unchecked.
+
+    It never raises, so no frame holding the plain key is ever part of a traceback.
+    """
+    if api_key is None:
         # Secrets files and `echo` leave a trailing newline: forgive it in the variable.
-        key, source = os.environ.get("OVO_API_KEY", "").strip(), "OVO_API_KEY"
+        return APIKey(os.environ.get("OVO_API_KEY", "")).stripped()
+    return APIKey(api_key) if isinstance(api_key, str) else None
+
+
+def _checked_key(key: APIKey | None, *, from_env: bool, given: type) -> APIKey:
+    source = "OVO_API_KEY" if from_env else "api_key"
+    if key is None:
+        raise ValidationError("api_key", f"must be a str, got {given.__name__}")
     if not key:
         raise OVOError("no API key: pass api_key=... or set the OVO_API_KEY environment variable")
-    return APIKey(_validation.api_key(key, source=source))
+    problem = key.problem()
+    if problem is not None:
+        raise ValidationError(
+            source, f"the API key {problem}; copy it again without them (it is not shown here)"
+        )
+    return key
 
 
 class AsyncOVOClient:
@@ -179,7 +191,11 @@ class AsyncOVOClient:
         io_backend: Literal["httpx", "aiohttp"] = "httpx",
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        key = _api_key(api_key)
+        held, from_env, given = _hold_key(api_key), api_key is None, type(api_key)
+        # From here on no frame of ours holds the plain key: tracebacks with locals
+        # (Sentry, `pytest -l`) print what frames hold.
+        api_key = None
+        key = _checked_key(held, from_env=from_env, given=given)
         if io_backend not in ("httpx", "aiohttp"):
             raise OVOError(f"io_backend must be 'httpx' or 'aiohttp', got {io_backend!r}")
         if io_backend == "aiohttp" and (http_client is not None or transport is not None):
@@ -302,4 +318,6 @@ class AsyncOVOClient:
         await self.aclose()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} base_url={self.base_url!r}>"
+        # Also called on a half-built client (tracebacks with locals of a failed __init__).
+        transport = getattr(self, "_transport", None)
+        return f"<{type(self).__name__} base_url={getattr(transport, 'base_url', None)!r}>"

@@ -30,7 +30,8 @@ _STATUSES = {s.value: s for s in MessageStatus}
 # but 3 or 6 fractional digits, which servers do send.
 _ISO = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?"
-    r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?"
+    r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?",
+    re.ASCII,  # `\d` would take any script's digits
 )
 
 
@@ -107,6 +108,15 @@ def converter() -> cattrs.Converter:
             return _odd_entry(data, exc)
 
     conv.register_structure_hook(BatchMessage, batch_message)
+
+    def batch_messages(data: Any, _type: Any) -> tuple[BatchMessage, ...]:
+        # cattrs would iterate a string into one odd entry per character.
+        if not isinstance(data, list):
+            raise TypeError(f"expected a list of entries, got {type(data).__name__}")
+        return tuple(batch_message(item, None) for item in data)
+
+    entries = tuple[BatchMessage, ...]
+    conv.register_structure_hook_func(lambda t: t == entries, batch_messages)
     for cls in (SentMessage, Message):
         conv.register_structure_hook(
             cls, make_dict_structure_fn(cls, conv, from_=override(rename="from"))

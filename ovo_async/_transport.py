@@ -11,7 +11,7 @@ import sys
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -61,6 +61,21 @@ class APIKey:
 
     def bearer(self) -> str:
         return "Bearer " + self.__value
+
+    def stripped(self) -> APIKey:
+        """This key without surrounding whitespace (a secrets file's newline)."""
+        return APIKey(self.__value.strip())
+
+    def __bool__(self) -> bool:
+        return bool(self.__value)
+
+    def problem(self) -> str | None:
+        """Why this key cannot be sent in a header, without showing it; None if it can."""
+        if not self.__value.isascii() or not self.__value.isprintable():
+            return "holds control or non-ASCII characters"
+        if any(c.isspace() for c in self.__value):
+            return "holds whitespace"
+        return None
 
     def __repr__(self) -> str:
         return "APIKey('****')"
@@ -172,18 +187,30 @@ class _Decoder:
             else:
                 raise ValueError(f"unsupported Content-Encoding {name!r}")
 
-    def feed(self, data: bytes, room: int) -> bytes:
-        """Decode `data`; at most `room + 1` bytes come out, so the caller can see overflow."""
-        for stage in self._stages:
-            data = stage.decompress(data, room + 1)
-            if len(data) > room:
-                return data
-        return data
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """Decode `data` in pieces of at most `_STEP` bytes, so the caller can stop early."""
+        return _inflate(self._stages, data)
 
     def finish(self) -> None:
         for stage in self._stages:
             if not stage.eof:
                 raise ValueError("compressed body is truncated")
+
+
+#: The most bytes one decompression step produces.
+_STEP = 256 * 1024
+
+
+def _inflate(stages: list[Any], data: bytes) -> Iterator[bytes]:
+    if not stages:
+        if data:
+            yield data
+        return
+    first, rest = stages[0], stages[1:]
+    while data:
+        out = first.decompress(data, _STEP)
+        data = first.unconsumed_tail
+        yield from _inflate(rest, out)
 
 
 class _Deflate:
@@ -195,6 +222,10 @@ class _Deflate:
     @property
     def eof(self) -> bool:
         return self._inner is None or bool(self._inner.eof)
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return b"" if self._inner is None else bytes(self._inner.unconsumed_tail)
 
     def decompress(self, data: bytes, max_length: int) -> bytes:
         if self._inner is None:
@@ -246,13 +277,12 @@ async def _read_capped(response: httpx.Response, cap: int) -> _Body:
         if decoder is None or problem is not None:
             continue  # drain, so the connection can be reused
         try:
-            chunk = decoder.feed(chunk, cap - len(buffer))
+            for piece in decoder.feed(chunk):
+                if len(buffer) + len(piece) > cap:
+                    raise ValueError(f"answer body exceeds max_response_bytes ({cap:,} bytes)")
+                buffer += piece
         except zlib.error as exc:
             problem = f"could not decompress the body: {exc}"
-            continue
-        if len(buffer) + len(chunk) > cap:
-            raise ValueError(f"answer body exceeds max_response_bytes ({cap:,} bytes)")
-        buffer += chunk
     if decoder is not None and problem is None:
         try:
             decoder.finish()

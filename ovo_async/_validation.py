@@ -117,17 +117,6 @@ def message_id(field: str, value: Any) -> str:
     return value
 
 
-def api_key(value: str, *, source: str) -> str:
-    """The API key: printable ASCII, no whitespace. The error never shows the key."""
-    if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
-        raise ValidationError(
-            source,
-            "the API key holds whitespace, control or non-ASCII characters; "
-            "copy it again without them (its value is not shown here)",
-        )
-    return value
-
-
 # RFC 9110 token characters for a header name.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 #: Headers the SDK sets itself; a caller's value would break auth, framing or retries.

@@ -213,7 +213,14 @@ def generate_class(
             if is_client:
                 params = _params(fn)
                 lines += _signature("__init__", params, "None")
-                lines.append(f"        self._core = SyncCore({class_name}({_call_args(fn)}))")
+                build = f"self._core = SyncCore({class_name}({_call_args(fn)}))"
+                if any(a.arg == "api_key" for a in fn.args.kwonlyargs):
+                    # Clear the plain key from this frame before any error leaves it:
+                    # tracebacks with locals print what frames hold.
+                    lines += ["        try:", f"            {build}", "        finally:"]
+                    lines.append("            api_key = None")
+                else:
+                    lines.append(f"        {build}")
                 lines += [f"        self.{r} = {c}(self)" for r, c in resources.items()]
             else:
                 lines += _signature("__init__", [f"client: {RENAMES['AsyncOVOClient']}"], "None")
@@ -268,7 +275,10 @@ def generate_class(
             "        return client",
             "",
             "    def __repr__(self) -> str:",
-            '        return f"<{type(self).__name__} base_url={self._core.client.base_url!r}>"',
+            "        # Also called on a half-built client (tracebacks with locals).",
+            '        client = getattr(getattr(self, "_core", None), "client", None)',
+            "        url = getattr(client, 'base_url', None)",
+            '        return f"<{type(self).__name__} base_url={url!r}>"',
             "",
         ]
     return lines, resources

@@ -14,7 +14,7 @@ import socketserver
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,6 +28,10 @@ class Reply:
     headers: dict[str, str] = attrs.field(factory=dict)
     delay: float = 0.0
     drop: bool = False
+    #: Written as is instead of a response built from the fields above.
+    raw: bytes | None = None
+    #: A body streamed in chunks (with `headers`), for answers too big to hold.
+    chunks: Callable[[], Iterable[bytes]] | None = None
 
 
 DROP = Reply(drop=True)
@@ -44,6 +48,8 @@ class Received:
 class ScriptedServer:
     def __init__(self, default: Reply) -> None:
         self.default = default
+        #: When set, answers every request not covered by the script.
+        self.responder: Callable[[Received], Reply] | None = None
         self.script: deque[Reply] = deque()
         self.received: list[Received] = []
         #: TCP connections accepted.
@@ -72,7 +78,20 @@ class ScriptedServer:
         with self.lock:
             self.received.append(received)
             self.lock.notify_all()
-            return self.script.popleft() if self.script else self.default
+            if self.script:
+                return self.script.popleft()
+            responder = self.responder
+        return responder(received) if responder is not None else self.default
+
+
+def http_response(status: int, payload: bytes, headers: dict[str, str] | None = None) -> bytes:
+    """One HTTP/1.1 response as bytes (JSON content type when there is a payload)."""
+    head = [f"HTTP/1.1 {status} X", f"Content-Length: {len(payload)}"]
+    headers = dict(headers or {})
+    if payload:
+        headers.setdefault("Content-Type", "application/json")
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
 
 
 def _read_request(rfile: Any) -> Received | None:
@@ -115,15 +134,25 @@ class _Handler(socketserver.StreamRequestHandler):
                     socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
                 )
                 return
-            payload = b"" if reply.body is None else json.dumps(reply.body).encode()
-            head = [f"HTTP/1.1 {reply.status} X", f"Content-Length: {len(payload)}"]
-            head += ["Content-Type: application/json"] if payload else []
-            head += [f"{k}: {v}" for k, v in reply.headers.items()]
             try:
-                self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
-                self.wfile.flush()
+                self._write(reply)
             except OSError:
                 return
+
+    def _write(self, reply: Reply) -> None:
+        if reply.raw is not None:
+            self.wfile.write(reply.raw)
+        elif reply.chunks is not None:
+            head = [f"HTTP/1.1 {reply.status} X", "Transfer-Encoding: chunked"]
+            head += [f"{k}: {v}" for k, v in reply.headers.items()]
+            self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode())
+            for chunk in reply.chunks():
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+            self.wfile.write(http_response(reply.status, payload, reply.headers))
+        self.wfile.flush()
 
     def _wait_unless_hung_up(self, delay: float) -> bool:
         """Sleep `delay` seconds; False if the client hung up or the server is stopping."""

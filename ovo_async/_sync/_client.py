@@ -53,7 +53,10 @@ class OVOClient:
         io_backend: Literal['httpx', 'aiohttp'] = 'httpx',
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        self._core = SyncCore(AsyncOVOClient(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries, retry=retry, default_from=default_from, default_headers=default_headers, http_client=http_client, transport=transport, io_backend=io_backend, max_response_bytes=max_response_bytes))
+        try:
+            self._core = SyncCore(AsyncOVOClient(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries, retry=retry, default_from=default_from, default_headers=default_headers, http_client=http_client, transport=transport, io_backend=io_backend, max_response_bytes=max_response_bytes))
+        finally:
+            api_key = None
         self.sms = SMS(self)
 
     @property
@@ -113,4 +116,7 @@ class OVOClient:
         return client
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} base_url={self._core.client.base_url!r}>"
+        # Also called on a half-built client (tracebacks with locals).
+        client = getattr(getattr(self, "_core", None), "client", None)
+        url = getattr(client, 'base_url', None)
+        return f"<{type(self).__name__} base_url={url!r}>"
