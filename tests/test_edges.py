@@ -82,14 +82,17 @@ def answer_id(result: Any) -> str:
 CASES = [(endpoint, kind) for endpoint in GOOD for kind in [*hostile(endpoint), "stale_surplus"]]
 
 
+@pytest.mark.parametrize("io_backend", ["httpx", "aiohttp"])
 @pytest.mark.parametrize(("endpoint", "kind"), CASES, ids=[f"{e}-{k}" for e, k in CASES])
 async def test_hostile_answer_has_one_fate_and_the_client_survives(
-    endpoint: str, kind: str
+    endpoint: str, kind: str, io_backend: Any
 ) -> None:
     post = endpoint != "retrieve"
     good = GOOD[endpoint][0]
     with scripted_server() as server:
-        async with AsyncOVOClient(api_key=API_KEY, base_url=server.url, retry=FAST_RETRY) as c:
+        async with AsyncOVOClient(
+            api_key=API_KEY, base_url=server.url, retry=FAST_RETRY, io_backend=io_backend
+        ) as c:
             if kind == "stale_surplus":
                 # A right answer, then a second one nobody asked for, in one write. Read
                 # as the next request's answer, it would hand out another message's id.

@@ -201,6 +201,7 @@ ATTRIBUTES = (
 def test_every_error_round_trips_through_pickle_without_the_key(error: OVOError) -> None:
     data = pickle.dumps(error)
     assert KEY.encode() not in data
+    assert KEY not in str(error) and KEY not in repr(error)
     copy = pickle.loads(data)
     assert type(copy) is type(error)
     assert str(copy) == str(error)
