@@ -40,7 +40,8 @@ from .models import (
 )
 
 if TYPE_CHECKING:
-    from ._bulk import AsyncBulkRun, BulkProgress, BulkRun, MessageRejectedError
+    from ._bulk import AsyncBulkRun, BulkProgress, MessageRejectedError
+    from ._runtime import BulkRun
     from ._sync import OVOClient
 
 # Loaded on first use: the sync facade and bulk sending pull in anyio and asyncio, which
@@ -49,7 +50,7 @@ _LAZY = {
     "OVOClient": "._sync",
     "AsyncBulkRun": "._bulk",
     "BulkProgress": "._bulk",
-    "BulkRun": "._bulk",
+    "BulkRun": "._runtime",
     "MessageRejectedError": "._bulk",
 }
 

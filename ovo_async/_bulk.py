@@ -18,7 +18,7 @@ import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import attrs
@@ -32,7 +32,6 @@ from ._errors import (
     OVOError,
     ValidationError,
 )
-from ._portal import SyncCore, SyncIterator
 from ._requests import make_request
 from ._validation import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
 from ._validation import idempotency_key as check_key
@@ -45,9 +44,10 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "AsyncBulkRun",
     "BulkProgress",
-    "BulkRun",
     "MessageRejectedError",
 ]
+
+F = TypeVar("F", bound=AsyncIterable[Any])
 
 
 logger = logging.getLogger("ovo_async")
@@ -273,6 +273,7 @@ class AsyncBulkRun:
             )
         check_key("idempotency_prefix", idempotency_prefix)
         engine = _Engine(sms, messages, concurrency, batch_size, rate_limit, idempotency_prefix)
+        self._engine = engine
         #: Live counts of the run.
         self.progress = engine.progress
         # Only this object holds the generator: when the caller drops it (breaking out of
@@ -282,6 +283,19 @@ class AsyncBulkRun:
 
     def __aiter__(self) -> AsyncBulkRun:
         return self
+
+    def _feed_from_consumer_thread(self, feed: Callable[[Iterable[Any], int], F]) -> F | None:
+        """Read a sync input through `feed(messages, chunk)` instead (the sync facade's hook).
+
+        Only before iteration starts, and only for a sync iterable: an async one is read
+        on the loop, where it lives.
+        """
+        engine = self._engine
+        if isinstance(engine.messages, AsyncIterable):
+            return None
+        fed = feed(engine.messages, engine.batch_size or engine.concurrency)
+        engine.messages = fed
+        return fed
 
     async def __anext__(self) -> BulkOutcome:
         return await self._outcomes.__anext__()
@@ -315,7 +329,7 @@ class _Engine:
         idempotency_prefix: str | None,
     ) -> None:
         self._sms = sms
-        self._messages = messages
+        self.messages = messages
         self.concurrency = concurrency
         self.batch_size = batch_size
         self.rate_limit = rate_limit
@@ -323,7 +337,7 @@ class _Engine:
         self.progress = BulkProgress()
 
     async def run(self) -> AsyncGenerator[BulkOutcome, None]:
-        source = _Source(self._messages)
+        source = _Source(self.messages)
         gate = _Gate()
         bucket = _TokenBucket(self.rate_limit) if self.rate_limit else None
         # Outcomes travel in lists (one per request): a stream hop per message cost more
@@ -523,23 +537,3 @@ def _unexpected(exc: Exception, key: str) -> APIConnectionError:
     )
     error.idempotency_key = key
     return error
-
-
-class BulkRun(SyncIterator[BulkOutcome]):
-    """The blocking iterator `OVOClient.sms.send_many` returns: one `BulkOutcome` per input.
-
-    Use it in a `with` block (or call `close()`) to stop the run early; `progress` has
-    live counts.
-    """
-
-    def __init__(self, core: SyncCore, source: AsyncBulkRun) -> None:
-        super().__init__(core, source)
-        self._run = source
-
-    @property
-    def progress(self) -> BulkProgress:
-        """Live counts of the run."""
-        return self._run.progress
-
-    def __enter__(self) -> BulkRun:
-        return self

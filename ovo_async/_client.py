@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import urllib.request
 from collections.abc import Mapping
 from types import TracebackType
@@ -13,7 +14,7 @@ import httpx
 
 from . import _validation
 from ._errors import OVOError, ValidationError
-from ._pool import AiohttpIO, ShardedTransport
+from ._pool import AiohttpIO, ShardedTransport, default_ssl_context
 from ._retry import RetryPolicy
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, APIKey, Pool, Transport
 from .resources.sms import AsyncSMS
@@ -76,28 +77,97 @@ def _check_base_url(base_url: str) -> str:
     raise OVOError(f"base_url {base_url!r} must be an absolute https URL")
 
 
-def _make_http(
-    transport: httpx.AsyncBaseTransport | None, io_backend: str, base_url: str
-) -> httpx.AsyncClient:
-    """The SDK-owned `httpx.AsyncClient`: sharded pools unless a transport or proxy is set.
+PICKLE_REFUSAL = (
+    "an ovo-async client cannot be pickled: its connections and event loop belong to "
+    "this process. Create one client per process (for example in Celery's "
+    "worker_process_init signal) and pass plain data between processes"
+)
 
-    A plain-http loopback URL never goes through a proxy from the environment: the proxy
-    would see the key in clear text.
-    """
-    loopback = _is_plain_loopback(base_url)
-    if transport is None and (loopback or not _proxies_configured()):
-        if io_backend == "aiohttp":
-            try:
-                transport = AiohttpIO(DEFAULT_LIMITS)
-            except ImportError:
-                raise OVOError(
-                    "io_backend='aiohttp' needs the aiohttp extra: pip install 'ovo-async[aiohttp]'"
-                ) from None
-        else:
-            transport = ShardedTransport(DEFAULT_LIMITS)
-    return httpx.AsyncClient(
-        transport=transport, limits=DEFAULT_LIMITS, follow_redirects=False, trust_env=not loopback
-    )
+
+@attrs.frozen
+class _Connection:
+    """How the SDK builds its own pool; kept to build it again after fork or a new loop."""
+
+    io_backend: str
+    base_url: str
+    tls: ssl.SSLContext
+    proxy: httpx.Proxy | None
+
+    def make(self, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+        """The SDK-owned `httpx.AsyncClient`: sharded pools unless a transport or env proxy.
+
+        A plain-http loopback URL never goes through a proxy from the environment: the
+        proxy would see the key in clear text.
+        """
+        loopback = _is_plain_loopback(self.base_url)
+        env_proxy = not loopback and self.proxy is None and _proxies_configured()
+        if transport is None and not env_proxy:
+            options: dict[str, Any] = {"verify": self.tls, "proxy": self.proxy}
+            if self.io_backend == "aiohttp":
+                try:
+                    transport = AiohttpIO(DEFAULT_LIMITS, **options)
+                except ImportError:
+                    raise OVOError(
+                        "io_backend='aiohttp' needs the aiohttp extra: "
+                        "pip install 'ovo-async[aiohttp]'"
+                    ) from None
+            else:
+                transport = ShardedTransport(DEFAULT_LIMITS, **options)
+        return httpx.AsyncClient(
+            transport=transport,
+            limits=DEFAULT_LIMITS,
+            follow_redirects=False,
+            trust_env=not loopback,
+            verify=self.tls,
+        )
+
+
+def _tls_context(verify: Any, cert: Any) -> ssl.SSLContext:
+    """One TLS context from `verify` (bool, CA path or SSLContext) and `cert` (client cert)."""
+    if verify is True and cert is None:
+        return default_ssl_context()
+    if isinstance(verify, ssl.SSLContext):
+        context = verify
+    elif verify is True:
+        context = httpx.create_ssl_context()
+    elif verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif isinstance(verify, (str, os.PathLike)):
+        path = os.fspath(verify)
+        try:
+            if os.path.isdir(path):
+                context = ssl.create_default_context(capath=path)
+            else:
+                context = ssl.create_default_context(cafile=path)
+        except (OSError, ValueError) as exc:
+            raise ValidationError(
+                "verify", f"cannot load CA certificates from {path!r}: {exc}"
+            ) from None
+    else:
+        raise ValidationError(
+            "verify",
+            f"must be True, False, a CA bundle path or an ssl.SSLContext, got {verify!r}",
+        )
+    if cert is not None:
+        parts = (cert,) if isinstance(cert, (str, os.PathLike)) else cert
+        if not isinstance(parts, tuple) or not 1 <= len(parts) <= 3:
+            raise ValidationError("cert", "must be a path, (cert, key) or (cert, key, password)")
+        try:
+            context.load_cert_chain(*parts)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ValidationError("cert", f"cannot load the client certificate: {exc}") from None
+    return context
+
+
+def _proxy(proxy: Any) -> httpx.Proxy | None:
+    if proxy is None:
+        return None
+    try:
+        return proxy if isinstance(proxy, httpx.Proxy) else httpx.Proxy(proxy)
+    except Exception as exc:
+        raise ValidationError("proxy", f"is not a usable proxy URL: {exc}") from None
 
 
 def _is_plain_loopback(base_url: str) -> bool:
@@ -169,6 +239,11 @@ class AsyncOVOClient:
     `io_backend="aiohttp"` (the `aiohttp` extra) uses aiohttp's faster I/O under asyncio
     and httpx's own under trio; behaviour is otherwise the same.
 
+    `verify` (True, False, a CA bundle path or an `ssl.SSLContext`), `cert` (a client
+    certificate for mTLS) and `proxy` configure the SDK's own pool, which is rebuilt
+    after `fork()` and for a new event loop; a client on a caller's `transport` or
+    `http_client` refuses to send from a forked child.
+
     Everything is checked here, before any request: a bad key, header, URL, timeout or
     retry number raises `ValidationError` (the key's value is never shown). An answer
     body larger than `max_response_bytes` (10 MiB, decompressed) is refused unread.
@@ -190,6 +265,9 @@ class AsyncOVOClient:
         transport: httpx.AsyncBaseTransport | None = None,
         io_backend: Literal["httpx", "aiohttp"] = "httpx",
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
+        cert: str | tuple[str, str] | tuple[str, str, str] | None = None,
+        proxy: str | httpx.Proxy | None = None,
     ) -> None:
         held, from_env, given = _hold_key(api_key), api_key is None, type(api_key)
         # From here on no frame of ours holds the plain key: tracebacks with locals
@@ -202,6 +280,12 @@ class AsyncOVOClient:
             raise OVOError("io_backend='aiohttp' is for the SDK's own pool, not with transport")
         if http_client is not None and transport is not None:
             raise OVOError("pass either http_client or transport, not both")
+        own_tls = verify is not True or cert is not None or proxy is not None
+        if own_tls and (http_client is not None or transport is not None):
+            raise OVOError(
+                "verify, cert and proxy configure the SDK's own pool; "
+                "set them on your http_client or transport instead"
+            )
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise OVOError(
                 f"http_client must be an httpx.AsyncClient, got {type(http_client).__name__}"
@@ -213,13 +297,15 @@ class AsyncOVOClient:
         policy = _retry_policy(max_retries, retry)
         headers = _validation.headers("default_headers", default_headers)
         cap = _validation.count("max_response_bytes", max_response_bytes)
-        if http_client is None:
-            pool = Pool(_make_http(transport, io_backend, url), owned=True)
-        else:
+        connection = _Connection(io_backend, url, _tls_context(verify, cert), _proxy(proxy))
+        if http_client is not None:
             pool = Pool(http_client, owned=False)
-        # Kept to build a fresh pool after fork (see _fresh_copy).
-        self._http_transport = transport
-        self._io_backend = io_backend
+        elif transport is not None:
+            # The SDK's httpx client around the caller's transport: it cannot be rebuilt
+            # after fork (the transport's connections are the parent's).
+            pool = Pool(connection.make(transport), owned=True)
+        else:
+            pool = Pool(connection.make(), owned=True, rebuild=connection.make)
         self._owns_pool = True
         self._transport = Transport(
             pool=pool,
@@ -272,26 +358,8 @@ class AsyncOVOClient:
         )
         return self._sibling(transport, owns_pool=False)
 
-    def _fresh_copy(self) -> AsyncOVOClient:
-        """A client with the same configuration and a new connection pool of its own.
-
-        Used after `os.fork()`: the parent's sockets must not be shared with the child.
-        A caller's `http_client` cannot be copied and is reused as is.
-        """
-        old = self._transport
-        pool = (
-            Pool(_make_http(self._http_transport, self._io_backend, old.base_url), owned=True)
-            if old.pool.owned
-            else old.pool
-        )
-        return self._sibling(
-            old.derive(pool=pool, timeout=old.timeout, retry=old.retry), owns_pool=True
-        )
-
     def _sibling(self, transport: Transport, *, owns_pool: bool) -> AsyncOVOClient:
         client = object.__new__(type(self))
-        client._http_transport = self._http_transport
-        client._io_backend = self._io_backend
         client._owns_pool = owns_pool
         client._transport = transport
         client.default_from = self.default_from
@@ -303,6 +371,9 @@ class AsyncOVOClient:
         self._transport.closed = True
         if self._owns_pool:
             await self._transport.pool.aclose()
+
+    def __reduce__(self) -> Any:
+        raise TypeError(PICKLE_REFUSAL)
 
     async def __aenter__(self) -> AsyncOVOClient:
         if self.is_closed:

@@ -5,7 +5,7 @@
 
 The async classes are the one implementation. Each generated class mirrors one async
 class: the same public methods, with the same explicitly typed signatures and docstrings,
-whose bodies run the async method on the client's event-loop thread (`ovo_async._portal`).
+whose bodies run the async method on the process's event-loop thread (`ovo_async._runtime`).
 Rules:
 
 - `async def m(...) -> T`            ->  `def m(...) -> T`, run through the portal;
@@ -45,7 +45,7 @@ RENAMES = {
     "AsyncIterator": "SyncIterator",
 }
 #: Sync names that are not generated but live in a hand-written runtime module.
-RUNTIME = {"SyncIterator": "ovo_async._portal", "BulkRun": "ovo_async._bulk"}
+RUNTIME = {"SyncIterator": "ovo_async._runtime", "BulkRun": "ovo_async._runtime"}
 DOC_RENAMES = {
     "The async client": "The blocking client",
     **RENAMES,
@@ -304,7 +304,7 @@ def generate_module(source: str, class_name: str, path: str | None) -> str:
         elif name == RENAMES["AsyncOVOClient"] and path is not None:
             type_only.setdefault("ovo_async._sync._client", set()).add(name)
         elif name == "SyncCore":
-            imports.setdefault("ovo_async._portal", set()).add(name)
+            imports.setdefault("ovo_async._runtime", set()).add(name)
         elif name in known:
             origin, original = known[name]
             if original:
@@ -316,14 +316,19 @@ def generate_module(source: str, class_name: str, path: str | None) -> str:
     head.append("")
     if type_only:
         imports.setdefault("typing", set()).add("TYPE_CHECKING")
+    # ruff's isort sections: standard library, third party, first party; within each,
+    # `import x` lines before `from x import y` lines.
     stdlib = {m for m in imports if not m.startswith("ovo_async")}
+    plain_stdlib = {m for m in plain if m.split(".")[0] in sys.stdlib_module_names}
+    for m in sorted(plain_stdlib):
+        head.append(f"import {m}")
     for m in sorted(stdlib):
         head.append(f"from {m} import {_joined(imports[m])}")
-    if stdlib or type_only:
+    if stdlib or plain_stdlib or type_only:
         head.append("")
-    for m in sorted(plain):
+    for m in sorted(plain - plain_stdlib):
         head.append(f"import {m}")
-    if plain:
+    if plain - plain_stdlib:
         head.append("")
     for m in sorted(set(imports) - stdlib):
         head.append(f"from {m} import {_joined(imports[m])}")

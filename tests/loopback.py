@@ -11,6 +11,7 @@ import json
 import select
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections import deque
@@ -173,15 +174,33 @@ class _TCPServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     request_queue_size = 256
     scripted: ScriptedServer
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = self.socket.accept()
+        if self.tls is not None:
+            sock.settimeout(5)
+            try:
+                sock = self.tls.wrap_socket(sock, server_side=True)
+            except OSError:  # the client refused our certificate: socketserver skips it
+                sock.close()
+                raise
+            sock.settimeout(None)
+        return sock, address
 
 
 @contextmanager
-def scripted_server(default: Reply | None = None) -> Iterator[ScriptedServer]:
+def scripted_server(
+    default: Reply | None = None, tls: ssl.SSLContext | None = None
+) -> Iterator[ScriptedServer]:
+    """The server on 127.0.0.1; with `tls`, it speaks HTTPS as `localhost`."""
     scripted = ScriptedServer(default or Reply(200, {}))
     server = _TCPServer(("127.0.0.1", 0), _Handler)
     server.scripted = scripted
+    server.tls = tls
     port = server.server_address[1]
-    scripted.url = f"http://127.0.0.1:{port}/v1"
+    host = "localhost" if tls else "127.0.0.1"
+    scripted.url = f"{'https' if tls else 'http'}://{host}:{port}/v1"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.daemon = True
     thread.start()

@@ -32,8 +32,8 @@ def server() -> Iterator[ScriptedServer]:
         yield s
 
 
-def portal_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "ovo-async-portal"]
+def runtime_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "ovo-async-runtime"]
 
 
 def run_script(code: str, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -60,31 +60,27 @@ def test_eight_threads_share_one_client(server: ScriptedServer) -> None:
     assert len(keys) == 400
 
 
-def test_no_thread_left_after_close(server: ScriptedServer) -> None:
-    before = len(portal_threads())
+def test_close_is_idempotent_and_refuses_later_calls(server: ScriptedServer) -> None:
     client = OVOClient(api_key=API_KEY, base_url=server.url)
     client.sms.send(to=TO, from_="OVO", message="Hi")
-    assert len(portal_threads()) == before + 1
     client.close()
     client.close()
-    assert len(portal_threads()) == before
     with pytest.raises(OVOError, match="closed"):
         client.sms.send(to=TO, from_="OVO", message="Hi")
     with pytest.raises(OVOError, match="closed"), client:
         pass
 
 
-def test_with_options_shares_the_loop_thread(server: ScriptedServer) -> None:
-    before = len(portal_threads())
+def test_with_options_shares_the_loop_thread_and_pool(server: ScriptedServer) -> None:
     with OVOClient(api_key=API_KEY, base_url=server.url) as client:
         quick = client.with_options(timeout=2.0, max_retries=0)
         quick.sms.send(to=TO, from_="OVO", message="Hi")
         client.sms.send(to=TO, from_="OVO", message="Hi")
         assert quick.retry.max_retries == 0 and client.retry.max_retries == 2
-        assert len(portal_threads()) == before + 1
+        assert len(runtime_threads()) == 1
         quick.close()
         client.sms.send(to=TO, from_="OVO", message="still open")
-    assert len(portal_threads()) == before
+    assert server.connections == 1
 
 
 def test_construction_errors_are_immediate() -> None:
@@ -180,7 +176,7 @@ def test_ctrl_c_cancels_the_call_in_flight(server: ScriptedServer) -> None:
 async def test_called_inside_a_running_loop_works_and_warns_once(
     server: ScriptedServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import ovo_async._portal as portal
+    import ovo_async._runtime as portal
 
     caplog.set_level(logging.WARNING, logger="ovo_async")
     portal._warned_inside_loop = False

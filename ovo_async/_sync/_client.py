@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Literal
@@ -12,8 +14,8 @@ from typing import Literal
 import httpx
 
 from ovo_async._client import DEFAULT_TIMEOUT, NOT_GIVEN, AsyncOVOClient
-from ovo_async._portal import SyncCore
 from ovo_async._retry import RetryPolicy
+from ovo_async._runtime import SyncCore
 from ovo_async._sync.sms import SMS
 from ovo_async._transport import DEFAULT_MAX_RESPONSE_BYTES
 
@@ -30,6 +32,11 @@ class OVOClient:
     an httpx async transport (for example `FakeOVO().transport()` in tests).
     `io_backend="aiohttp"` (the `aiohttp` extra) uses aiohttp's faster I/O under asyncio
     and httpx's own under trio; behaviour is otherwise the same.
+
+    `verify` (True, False, a CA bundle path or an `ssl.SSLContext`), `cert` (a client
+    certificate for mTLS) and `proxy` configure the SDK's own pool, which is rebuilt
+    after `fork()` and for a new event loop; a client on a caller's `transport` or
+    `http_client` refuses to send from a forked child.
 
     Everything is checked here, before any request: a bad key, header, URL, timeout or
     retry number raises `ValidationError` (the key's value is never shown). An answer
@@ -52,9 +59,12 @@ class OVOClient:
         transport: httpx.AsyncBaseTransport | None = None,
         io_backend: Literal['httpx', 'aiohttp'] = 'httpx',
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
+        cert: str | tuple[str, str] | tuple[str, str, str] | None = None,
+        proxy: str | httpx.Proxy | None = None,
     ) -> None:
         try:
-            self._core = SyncCore(AsyncOVOClient(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries, retry=retry, default_from=default_from, default_headers=default_headers, http_client=http_client, transport=transport, io_backend=io_backend, max_response_bytes=max_response_bytes))
+            self._core = SyncCore(AsyncOVOClient(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries, retry=retry, default_from=default_from, default_headers=default_headers, http_client=http_client, transport=transport, io_backend=io_backend, max_response_bytes=max_response_bytes, verify=verify, cert=cert, proxy=proxy))
         finally:
             api_key = None
         self.sms = SMS(self)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ovo_async._bulk import BulkRun
+from ovo_async._runtime import BulkRun
 from ovo_async._validation import DEFAULT_BATCH_SIZE
 from ovo_async.models import BatchResult, Message, SentMessage, SMSRequest
 
