@@ -64,4 +64,10 @@ def generate(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Run the benchmarks and write benchmarks/RESULTS.md (not part of CI)."""
     session.install("-e", ".[fake,aiohttp]", "psutil>=5.9")
+    # Other SDKs' sync clients, measured side by side when they install.
+    for rival in ("twilio", "telnyx"):
+        try:
+            session.install(rival)
+        except nox.command.CommandFailed:
+            session.warn(f"{rival} did not install; its comparison is left out")
     session.run("python", "benchmarks/run.py", *session.posargs)

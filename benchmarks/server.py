@@ -34,6 +34,36 @@ MESSAGE = json.dumps(
         "delivered_at": "2025-05-17T12:34:58Z",
     }
 ).encode()
+# What Twilio's and Telnyx's SDKs expect back, for the side-by-side sync benchmark.
+TWILIO = json.dumps(
+    {
+        "sid": "SM0123456789abcdef0123456789abcdef",
+        "account_sid": "AC" + "0" * 32,
+        "to": "+14155550123",
+        "from": "+14155550100",
+        "body": "Hello from the benchmark",
+        "status": "queued",
+        "num_segments": "1",
+        "direction": "outbound-api",
+        "date_created": "Sat, 17 May 2025 12:34:56 +0000",
+        "uri": "/2010-04-01/Accounts/AC/Messages/SM.json",
+    }
+).encode()
+TELNYX = json.dumps(
+    {
+        "data": {
+            "record_type": "message",
+            "id": "40385f64-5717-4562-b3fc-2c963f66afa6",
+            "type": "SMS",
+            "direction": "outbound",
+            "to": [{"phone_number": "+14155550123", "status": "queued", "carrier": "x"}],
+            "from": {"phone_number": "+14155550100", "carrier": "x"},
+            "text": "Hello from the benchmark",
+            "parts": 1,
+            "encoding": "GSM-7",
+        }
+    }
+).encode()
 _ITEM = '{{"message_id":"sm_{}","status":"queued","to":"{}","from":"{}"}}'
 
 
@@ -59,6 +89,8 @@ def _response(status: bytes, payload: bytes) -> bytes:
 
 
 SENT_RESPONSE = _response(b"201 Created", SENT)
+TWILIO_RESPONSE = _response(b"201 Created", TWILIO)
+TELNYX_RESPONSE = _response(b"200 OK", TELNYX)
 MESSAGE_RESPONSE = _response(b"200 OK", MESSAGE)
 
 
@@ -91,10 +123,15 @@ class Protocol(asyncio.Protocol):
                 break
             body = self.buffer[end + 4 : total]
             self.buffer = self.buffer[total:]
+            line = head.split(b"\r\n", 1)[0]
             if head.startswith(b"GET "):
                 out.append(MESSAGE_RESPONSE)
-            elif b" /v1/sms/batch " in head.split(b"\r\n", 1)[0]:
+            elif b" /v1/sms/batch " in line:
                 out.append(_response(b"201 Created", _batch(body)))
+            elif b"/Messages.json " in line:
+                out.append(TWILIO_RESPONSE)
+            elif b" /v2/messages " in line:
+                out.append(TELNYX_RESPONSE)
             else:
                 out.append(SENT_RESPONSE)
         if out and self.transport is not None:
