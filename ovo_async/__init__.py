@@ -17,6 +17,7 @@ from ._errors import (
     BadRequestError,
     ConflictError,
     InternalServerError,
+    MessageRejectedError,
     NotFoundError,
     OVOError,
     PermissionDeniedError,
@@ -40,7 +41,7 @@ from .models import (
 )
 
 if TYPE_CHECKING:
-    from ._bulk import AsyncBulkRun, BulkProgress, MessageRejectedError
+    from ._bulk import AsyncBulkRun, BulkProgress
     from ._runtime import BulkRun
     from ._sync import OVOClient
 
@@ -51,7 +52,6 @@ _LAZY = {
     "AsyncBulkRun": "._bulk",
     "BulkProgress": "._bulk",
     "BulkRun": "._runtime",
-    "MessageRejectedError": "._bulk",
 }
 
 

@@ -1,9 +1,18 @@
-"""`sms.send_many`: bulk sending with bounded memory, shared pacing, one outcome per input.
+"""`sms.send_many`: bulk sending with bounded memory, one outcome per input, resumable.
 
 Workers pull inputs lazily from the caller's (async) iterable, send them one by one or
 in batches, and hand one `BulkOutcome` per input to the consumer through a bounded
-stream, so at most O(concurrency) messages are held at once. A 429 pauses every worker
-(one shared gate) instead of each hammering the server; `rate_limit` is a token bucket.
+stream, so at most O(concurrency x batch_size) messages are held at once.
+
+Three parts below the consumer:
+- identity (`_journal.content_digest`, or the caller's `key=`): with `idempotency_prefix`
+  or a journal, every key derives from the identities of what a request carries, never
+  from positions, so a re-run of the same job sends the same keys for the same messages;
+- the journal (`journal=path`): recorded before each request, settled after, consulted
+  for each input, so a re-run skips what was accepted and resolves what was in flight;
+- the pacer (`_pacer.Pacer`, or `rate_limiter=`): tokens before each request, and a
+  gate every 429 closes for its `Retry-After`, retried or not. Retries reach it through
+  `RETRY_HOOKS`, so no pacing runs through the resource or transport signatures.
 
 The workers are not in a task group: a task group cannot span the `yield`s of an async
 generator that the caller may abandon (breaking out of `async for` closes it from
@@ -14,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
+import os
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
@@ -25,17 +36,32 @@ import attrs
 import sniffio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from . import _serde
 from ._errors import (
     APIConnectionError,
     APIError,
     APIResponseValidationError,
+    MessageRejectedError,
     OVOError,
     ValidationError,
 )
+from ._journal import (
+    ACCEPTED,
+    FAILED,
+    UNKNOWN,
+    Journal,
+    Occurrences,
+    batch_digest,
+    content_digest,
+    error_from_json,
+    error_to_json,
+)
+from ._pacer import Pacer, RateLimiter
 from ._requests import make_request
+from ._retry import RETRY_HOOKS
 from ._validation import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
 from ._validation import idempotency_key as check_key
-from .models import BulkOutcome, MessageStatus, SentMessage, SMSRequest
+from .models import BatchResult, BulkOutcome, MessageStatus, SentMessage, SMSRequest
 
 if TYPE_CHECKING:
     from .resources.sms import AsyncSMS
@@ -44,33 +70,19 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "AsyncBulkRun",
     "BulkProgress",
-    "MessageRejectedError",
 ]
 
 F = TypeVar("F", bound=AsyncIterable[Any])
-
 
 logger = logging.getLogger("ovo_async")
 
 #: Requests in flight by default: batches of 100 need few; single sends need more.
 DEFAULT_BATCH_CONCURRENCY = 4
 DEFAULT_SINGLE_CONCURRENCY = 20
+#: Longest idempotency_prefix: keys are `{prefix}-{identity}` within 255 characters.
+MAX_PREFIX = 200
 
 _REFUSED = frozenset({MessageStatus.REJECTED, MessageStatus.FAILED, MessageStatus.UNDELIVERED})
-
-
-class MessageRejectedError(OVOError):
-    """The server refused one message of a batch; the rest of the batch went ahead.
-
-    `code`, `param` and `status` come from the batch result's entry; `batch_id` names
-    the batch.
-    """
-
-    def __init__(
-        self, message: str, *, code: str | None, param: str | None, status: str, batch_id: str
-    ) -> None:
-        super().__init__(message)
-        self.code, self.param, self.status, self.batch_id = code, param, status, batch_id
 
 
 # No on-setattr hooks: the counters change once per message, on the hot path.
@@ -80,10 +92,12 @@ class BulkProgress:
 
     #: Inputs taken from the source so far.
     taken: int = 0
-    #: Messages the server accepted.
+    #: Messages the server accepted (in this run, or replayed from the journal).
     sent: int = 0
     #: Inputs that ended in an error (invalid, refused or failed).
     failed: int = 0
+    #: Outcomes that came from the journal instead of a request in this run.
+    replayed: int = 0
 
     @property
     def done(self) -> int:
@@ -96,51 +110,27 @@ class BulkProgress:
         return self.taken - self.done
 
 
-class _Gate:
-    """Pauses every worker of a run until a server-requested wait has passed."""
+class _Hooks:
+    """What the retry loop tells the pacer while one request of `n` messages is retried."""
 
-    def __init__(self) -> None:
-        self.resume_at = 0.0
+    __slots__ = ("n", "pacer")
 
-    def on_wait(self, wait: float, error: BaseException) -> None:
-        if isinstance(error, APIError) and (
-            error.status_code == 429 or error.retry_after is not None
-        ):
-            self.resume_at = max(self.resume_at, anyio.current_time() + wait)
+    def __init__(self, pacer: RateLimiter, n: int) -> None:
+        self.pacer, self.n = pacer, n
 
-    async def wait(self) -> None:
-        # A loop, not an Event: another 429 may push resume_at later while we sleep.
-        while (delay := self.resume_at - anyio.current_time()) > 0:  # noqa: ASYNC110
-            await anyio.sleep(delay)
+    def waiting(self, seconds: float, error: BaseException) -> None:
+        _pause_for(self.pacer, error, seconds)
+
+    async def before_retry(self) -> None:
+        await self.pacer.acquire(self.n)
 
 
-class _TokenBucket:
-    """`rate` messages a second, bursting at most one second's worth.
-
-    A take larger than the burst waits for a full bucket and leaves a debt, so a batch of
-    n messages costs n / rate seconds of sending time either way.
-    """
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.capacity = max(rate, 1.0)
-        self.tokens = self.capacity
-        self.last = anyio.current_time()
-        self.lock = anyio.Lock()
-
-    def _refill(self) -> None:
-        now = anyio.current_time()
-        self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-
-    async def take(self, n: int) -> None:
-        async with self.lock:
-            self._refill()
-            need = min(float(n), self.capacity)
-            if self.tokens < need:
-                await anyio.sleep((need - self.tokens) / self.rate)
-                self._refill()
-            self.tokens -= n
+def _pause_for(pacer: RateLimiter, error: BaseException, seconds: float | None = None) -> None:
+    """A 429 (or any answer with Retry-After) closes the gate for every worker."""
+    if isinstance(error, APIError) and (error.status_code == 429 or error.retry_after):
+        wait = error.retry_after if seconds is None else seconds
+        if wait:
+            pacer.pause(wait)
 
 
 class _Source:
@@ -241,6 +231,9 @@ class AsyncBulkRun:
         batch_size: int | None,
         rate_limit: float | None,
         idempotency_prefix: str | None,
+        key: Callable[[Any], str] | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         if isinstance(messages, (str, bytes, Mapping, SMSRequest)) or not isinstance(
             messages, (Iterable, AsyncIterable)
@@ -263,16 +256,39 @@ class AsyncBulkRun:
             )
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValidationError("concurrency", f"must be a positive int, got {concurrency!r}")
-        if rate_limit is not None and (
-            isinstance(rate_limit, bool)
-            or not isinstance(rate_limit, (int, float))
-            or not rate_limit > 0
-        ):
-            raise ValidationError(
-                "rate_limit", f"must be None or messages per second > 0, got {rate_limit!r}"
-            )
+        if rate_limit is not None:
+            from ._validation import seconds
+
+            if isinstance(rate_limit, bool) or not seconds("rate_limit", rate_limit) > 0:
+                raise ValidationError(
+                    "rate_limit", f"must be None or messages per second > 0, got {rate_limit!r}"
+                )
+        if rate_limiter is not None:
+            if rate_limit is not None:
+                raise ValidationError("rate_limiter", "give rate_limit or rate_limiter, not both")
+            if not isinstance(rate_limiter, RateLimiter):
+                raise ValidationError(
+                    "rate_limiter",
+                    "must have `async def acquire(self, n)` and `def pause(self, seconds)`",
+                )
         check_key("idempotency_prefix", idempotency_prefix)
-        engine = _Engine(sms, messages, concurrency, batch_size, rate_limit, idempotency_prefix)
+        if idempotency_prefix is not None and len(idempotency_prefix) > MAX_PREFIX:
+            raise ValidationError("idempotency_prefix", f"must be at most {MAX_PREFIX} characters")
+        if key is not None and not callable(key):
+            raise ValidationError("key", f"must be a function item -> str, got {key!r}")
+        if journal is not None and not isinstance(journal, (str, os.PathLike)):
+            raise ValidationError("journal", f"must be a file path, got {type(journal).__name__}")
+        engine = _Engine(
+            sms,
+            messages,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            rate_limit=rate_limit,
+            rate_limiter=rate_limiter,
+            prefix=idempotency_prefix,
+            key=key,
+            journal=journal,
+        )
         self._engine = engine
         #: Live counts of the run.
         self.progress = engine.progress
@@ -316,44 +332,66 @@ class AsyncBulkRun:
         await self.aclose()
 
 
+#: One input on its way to a request: (index, item as given, request, identity).
+_Member = tuple[int, Any, SMSRequest, "str | None"]
+
+
 class _Engine:
-    """The work of one `send_many` run: workers, pacing and outcomes."""
+    """The work of one `send_many` run: workers, identities, journal, pacing, outcomes."""
 
     def __init__(
         self,
         sms: AsyncSMS,
         messages: Iterable[Any] | AsyncIterable[Any],
+        *,
         concurrency: int,
         batch_size: int | None,
         rate_limit: float | None,
-        idempotency_prefix: str | None,
+        rate_limiter: RateLimiter | None,
+        prefix: str | None,
+        key: Callable[[Any], str] | None,
+        journal: str | os.PathLike[str] | None,
     ) -> None:
         self._sms = sms
         self.messages = messages
         self.concurrency = concurrency
         self.batch_size = batch_size
         self.rate_limit = rate_limit
-        self.idempotency_prefix = idempotency_prefix
+        self.rate_limiter = rate_limiter
+        self.prefix = prefix
+        self.key = key
+        self.journal_path = journal
         self.progress = BulkProgress()
+        #: Identities are needed for deterministic keys and for the journal.
+        self.identify = prefix is not None or journal is not None or key is not None
+        self._journal: Journal | None = None
+        self._occurrences = Occurrences()
+        # Caller keys seen in this run, to refuse duplicates (the journal does it on disk).
+        self._keys_seen: set[str] | None = set() if key is not None and journal is None else None
+        self.pacer: RateLimiter
 
     async def run(self) -> AsyncGenerator[BulkOutcome, None]:
-        source = _Source(self.messages)
-        gate = _Gate()
-        bucket = _TokenBucket(self.rate_limit) if self.rate_limit else None
-        # Outcomes travel in lists (one per request): a stream hop per message cost more
-        # than the rest of a batched send. Batches get no buffer (a worker hands its list
-        # over before taking more input), single sends one slot per worker, so a worker
-        # need not wait for the consumer to be scheduled: either way memory stays within
-        # about (concurrency + 1) x batch_size messages.
-        buffer = 0 if self.batch_size else self.concurrency
-        send, receive = anyio.create_memory_object_stream[list[BulkOutcome]](buffer)
+        # Made here, on the running loop (the sync facade builds runs on its own thread).
+        # Without a rate limit the pacer is still the gate that a 429 closes for all.
+        self.pacer = self.rate_limiter or Pacer(self.rate_limit)
+        journal = Journal(self.journal_path) if self.journal_path is not None else None
+        self._journal = journal
         workers: list[_Worker] = []
         try:
+            if journal is not None:
+                await self._recover(journal)
+            source = _Source(self.messages)
+            # Outcomes travel in lists (one per request): a stream hop per message cost more
+            # than the rest of a batched send. Batches get no buffer (a worker hands its list
+            # over before taking more input), single sends one slot per worker, so a worker
+            # need not wait for the consumer to be scheduled: either way memory stays within
+            # about (concurrency + 1) x batch_size messages.
+            buffer = 0 if self.batch_size else self.concurrency
+            send, receive = anyio.create_memory_object_stream[list[BulkOutcome]](buffer)
             with send:
                 for _ in range(self.concurrency):
                     worker = _Worker()
-                    work = self._batches if self.batch_size else self._singles
-                    worker.start(functools.partial(work, source, gate, bucket, send.clone()))
+                    worker.start(functools.partial(self._work, source, send.clone()))
                     workers.append(worker)
             async with receive:
                 while True:
@@ -380,110 +418,204 @@ class _Engine:
             with anyio.CancelScope(shield=True):
                 for worker in workers:
                     await worker.done.wait()
+            if journal is not None:
+                journal.close()
 
-    def _key(self, suffix: str) -> str | None:
-        return None if self.idempotency_prefix is None else f"{self.idempotency_prefix}-{suffix}"
+    # --- inputs ---------------------------------------------------------------------
+
+    async def _work(self, source: _Source, out: MemoryObjectSendStream[list[BulkOutcome]]) -> None:
+        chunk = self.batch_size or 1
+        with out:
+            while True:
+                taken = await source.take(chunk)
+                if not taken:
+                    return
+                self.progress.taken += len(taken)
+                outcomes, ready = self._prepare(taken)
+                if ready:
+                    if self.batch_size is None:
+                        for member in ready:
+                            outcomes += await self._send([member], "send")
+                    else:
+                        outcomes += await self._send(ready, "batch")
+                if not await _hand_over(out, outcomes):
+                    return
+
+    def _prepare(self, taken: list[tuple[int, Any]]) -> tuple[list[BulkOutcome], list[_Member]]:
+        """Validate, identify and (with a journal) replay; what is left is to be sent."""
+        outcomes: list[BulkOutcome] = []
+        ready: list[_Member] = []
+        default_from = self._sms._default_from
+        for index, item in taken:
+            try:
+                ready.append((index, item, make_request(item, default_from=default_from), None))
+            except ValidationError as exc:
+                outcomes.append(self._outcome(index, item, None, exc))
+        if not ready or not self.identify:
+            return outcomes, ready
+        identified = self._identify(ready, outcomes)
+        journal = self._journal
+        if journal is None or not identified:
+            return outcomes, identified
+        known = journal.lookup([identity for _, _, _, identity in identified if identity])
+        to_send: list[_Member] = []
+        for member in identified:
+            index, _, request, identity = member
+            row = known.get(identity or "")
+            if row is None:
+                to_send.append(member)
+                continue
+            state, outcome, run = row
+            if run == journal.run:
+                error = ValidationError("key", f"{identity!r} names two inputs of this run")
+                outcomes.append(self._outcome(index, request, None, error))
+            elif state == ACCEPTED and outcome is not None:
+                sent = _serde.structure(json.loads(outcome), SentMessage)
+                outcomes.append(self._outcome(index, request, sent, None, replayed=True))
+            elif state == UNKNOWN and outcome is not None:
+                outcomes.append(
+                    self._outcome(index, request, None, error_from_json(outcome), replayed=True)
+                )
+            else:  # failed and provably not sent (or never settled): send it again
+                to_send.append(member)
+        return outcomes, to_send
+
+    def _identify(self, ready: list[_Member], outcomes: list[BulkOutcome]) -> list[_Member]:
+        if self.key is None:
+            digests = [content_digest(request) for _, _, request, _ in ready]
+            journal = self._journal
+            numbers = (
+                journal.occurrences(digests)
+                if journal is not None
+                else self._occurrences.number(digests)
+            )
+            return [
+                (index, item, request, f"{digest}.{n}")
+                for (index, item, request, _), digest, n in zip(
+                    ready, digests, numbers, strict=True
+                )
+            ]
+        identified: list[_Member] = []
+        in_chunk: set[str] = set()
+        seen = self._keys_seen
+        for index, item, request, _ in ready:
+            try:
+                identity = self.key(item)
+            except Exception as exc:
+                error = ValidationError("key", f"key(item) raised {type(exc).__name__}: {exc}")
+                outcomes.append(self._outcome(index, request, None, error))
+                continue
+            if (
+                not isinstance(identity, str)
+                or not identity
+                or len(identity) > MAX_PREFIX
+                or not identity.isascii()
+                or not identity.isprintable()
+            ):
+                error = ValidationError(
+                    "key",
+                    f"key(item) must give 1-{MAX_PREFIX} printable ASCII characters, got "
+                    f"{identity!r:.60}",
+                )
+                outcomes.append(self._outcome(index, request, None, error))
+                continue
+            if identity in in_chunk or (seen is not None and identity in seen):
+                error = ValidationError("key", f"{identity!r} names two inputs of this run")
+                outcomes.append(self._outcome(index, request, None, error))
+                continue
+            in_chunk.add(identity)
+            if seen is not None:
+                seen.add(identity)
+            identified.append((index, item, request, identity))
+        return identified
 
     def _outcome(
-        self, index: int, request: Any, message: SentMessage | None, error: OVOError | None
+        self,
+        index: int,
+        request: Any,
+        message: SentMessage | None,
+        error: OVOError | None,
+        *,
+        replayed: bool = False,
     ) -> BulkOutcome:
         if error is None:
             self.progress.sent += 1
         else:
             self.progress.failed += 1
-        return BulkOutcome(index=index, request=request, message=message, error=error)
+        if replayed:
+            self.progress.replayed += 1
+        return BulkOutcome(
+            index=index, request=request, message=message, error=error, replayed=replayed
+        )
 
-    def _prepare(self, index: int, item: Any) -> SMSRequest | BulkOutcome:
-        try:
-            return make_request(item, default_from=self._sms._default_from)
-        except ValidationError as exc:
-            return self._outcome(index, item, None, exc)
+    # --- requests -------------------------------------------------------------------
 
-    async def _singles(
-        self,
-        source: _Source,
-        gate: _Gate,
-        bucket: _TokenBucket | None,
-        out: MemoryObjectSendStream[list[BulkOutcome]],
-    ) -> None:
-        with out:
-            while True:
-                taken = await source.take(1)
-                if not taken:
-                    return
-                index, item = taken[0]
-                self.progress.taken += 1
-                request = self._prepare(index, item)
-                if isinstance(request, SMSRequest):
-                    if bucket is not None:
-                        await bucket.take(1)
-                    key = self._key(str(index)) or str(uuid.uuid4())
-                    try:
-                        message = await self._sms._send(
-                            request, key, on_wait=gate.on_wait, before_attempt=gate.wait
-                        )
-                        outcome = self._outcome(index, request, message, None)
-                    except OVOError as exc:
-                        outcome = self._outcome(index, request, None, exc)
-                    except Exception as exc:
-                        outcome = self._outcome(index, request, None, _unexpected(exc, key))
-                else:
-                    outcome = request
-                if not await _hand_over(out, [outcome]):
-                    return
+    def _request_key(self, members: list[_Member], endpoint: str) -> str:
+        prefix = self.prefix
+        if prefix is None:
+            return str(uuid.uuid4())
+        if endpoint == "send":
+            return f"{prefix}-{members[0][3]}"
+        return f"{prefix}-b{batch_digest(identity or '' for _, _, _, identity in members)}"
 
-    async def _batches(
-        self,
-        source: _Source,
-        gate: _Gate,
-        bucket: _TokenBucket | None,
-        out: MemoryObjectSendStream[list[BulkOutcome]],
-    ) -> None:
-        assert self.batch_size is not None
-        with out:
-            while True:
-                taken = await source.take(self.batch_size)
-                if not taken:
-                    return
-                self.progress.taken += len(taken)
-                ready: list[tuple[int, SMSRequest]] = []
-                outcomes: list[BulkOutcome] = []
-                for index, item in taken:
-                    request = self._prepare(index, item)
-                    if isinstance(request, SMSRequest):
-                        ready.append((index, request))
-                    else:
-                        outcomes.append(request)
-                if ready:
-                    if bucket is not None:
-                        await bucket.take(len(ready))
-                    outcomes += await self._send_batch(ready, gate)
-                if not await _hand_over(out, outcomes):
-                    return
-
-    async def _send_batch(
-        self, ready: list[tuple[int, SMSRequest]], gate: _Gate
+    async def _send(
+        self, members: list[_Member], endpoint: str, *, key: str | None = None
     ) -> list[BulkOutcome]:
-        key = self._key(f"b{ready[0][0]}") or str(uuid.uuid4())
+        """One request for `members`: paced, recorded before, settled after.
+
+        `key` is given when re-sending a request recorded by an earlier run.
+        """
+        journal = self._journal
+        if self.identify and endpoint == "batch" and key is None:
+            # The same members make the same key and the same body, whatever the order in
+            # which the input delivered them.
+            members.sort(key=lambda m: m[3] or "")
+        requests = [request for _, _, request, _ in members]
+        n = len(members)
+        await self.pacer.acquire(n)
+        recorded = key is not None
+        if key is None:
+            key = self._request_key(members, endpoint)
+        if journal is not None and not recorded:
+            rows = [[r.to, r.from_, r.message, r.callback_url] for r in requests]
+            journal.record(key, endpoint, json.dumps(rows), [m[3] or "" for m in members])
+        token = RETRY_HOOKS.set(_Hooks(self.pacer, n))
         try:
-            result = await self._sms._send_batch(
-                [request for _, request in ready],
-                None,
-                key,
-                on_wait=gate.on_wait,
-                before_attempt=gate.wait,
-            )
+            if endpoint == "send":
+                sent = await self._sms._send(requests[0], key)
+                index, _, request, _ = members[0]
+                outcomes = [self._outcome(index, request, sent, None)]
+            else:
+                result = await self._sms._send_batch(requests, None, key)
+                outcomes = self._batch_outcomes(members, result, key)
         except OVOError as exc:
-            return [self._outcome(index, request, None, exc) for index, request in ready]
+            _pause_for(self.pacer, exc)
+            outcomes = [
+                self._outcome(index, request, None, exc) for index, _, request, _ in members
+            ]
         except Exception as exc:
             error = _unexpected(exc, key)
-            return [self._outcome(index, request, None, error) for index, request in ready]
+            outcomes = [
+                self._outcome(index, request, None, error) for index, _, request, _ in members
+            ]
+        finally:
+            RETRY_HOOKS.reset(token)
+        if journal is not None:
+            journal.settle(
+                key,
+                [(m[3] or "", *_journal_entry(o)) for m, o in zip(members, outcomes, strict=True)],
+            )
+        return outcomes
+
+    def _batch_outcomes(
+        self, members: list[_Member], result: BatchResult, key: str
+    ) -> list[BulkOutcome]:
         outcomes = []
-        for j, (index, request) in enumerate(ready):
+        for j, (index, _, request, _) in enumerate(members):
             if j >= len(result.messages):
                 unread = _unread(
                     f"batch {result.batch_id} returned {len(result.messages)} results "
-                    f"for {len(ready)} messages; this one has none",
+                    f"for {len(members)} messages; this one has none",
                     key,
                     None,
                 )
@@ -519,6 +651,53 @@ class _Engine:
                 rejected.idempotency_key = key
                 outcomes.append(self._outcome(index, request, None, rejected))
         return outcomes
+
+    async def _recover(self, journal: Journal) -> None:
+        """Resolve requests an earlier run left in flight, before any new input.
+
+        With `retry_non_idempotent` (a server that honours keys) each is sent again,
+        identical in key and body; otherwise its messages are settled as unknown (they
+        may have been sent) and are not sent again.
+        """
+        resend = self._sms._transport.retry.retry_non_idempotent
+        for key, endpoint, rows, identities in journal.in_flight():
+            if not resend:
+                error = APIConnectionError(
+                    "in flight when an earlier run stopped: it may have been sent, so it is "
+                    "not sent again (against a server that honours Idempotency-Key, "
+                    "RetryPolicy(retry_non_idempotent=True) re-sends it with the same key)",
+                    may_have_been_sent=True,
+                )
+                error.idempotency_key = key
+                journal.settle(key, [(i, UNKNOWN, error_to_json(error)) for i in identities])
+                continue
+            members: list[_Member] = []
+            for position, (row, identity) in enumerate(zip(rows, identities, strict=True)):
+                to, from_, message, callback_url = row
+                request = SMSRequest(to=to, from_=from_, message=message, callback_url=callback_url)
+                members.append((-1 - position, None, request, identity))
+            # Outcomes of these belong to identities, not to this run's inputs: the inputs
+            # that carry them get them from the journal, as replays.
+            sent, failed = self.progress.sent, self.progress.failed
+            await self._send(members, endpoint, key=key)
+            self.progress.sent, self.progress.failed = sent, failed
+
+
+def _journal_entry(outcome: BulkOutcome) -> tuple[str, str]:
+    """(state, outcome JSON) for the journal."""
+    if outcome.error is None:
+        message = outcome.message
+        assert message is not None
+        data = {
+            "message_id": message.message_id,
+            "status": str(message.status),
+            "to": message.to,
+            "from": message.from_,
+            "created_at": message.created_at.isoformat(),
+        }
+        return ACCEPTED, json.dumps(data)
+    state = UNKNOWN if outcome.error.may_have_been_sent else FAILED
+    return state, error_to_json(outcome.error)
 
 
 def _unread(reason: str, key: str, entry: Any) -> APIResponseValidationError:

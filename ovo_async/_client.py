@@ -228,6 +228,13 @@ def _checked_key(key: APIKey | None, *, from_env: bool, given: type) -> APIKey:
     return key
 
 
+def _bulk_run(*args: Any, **kwargs: Any) -> Any:
+    """`sms.send_many`'s engine, loaded on first use (it pulls in anyio)."""
+    from ._bulk import AsyncBulkRun
+
+    return AsyncBulkRun(*args, **kwargs)
+
+
 class AsyncOVOClient:
     """The async client for the OVO SMS API.
 
@@ -317,7 +324,7 @@ class AsyncOVOClient:
             max_response_bytes=cap,
         )
         self.default_from = default_from
-        self.sms = AsyncSMS(self._transport, default_from=default_from)
+        self.sms = AsyncSMS(self._transport, default_from=default_from, bulk=_bulk_run)
 
     @property
     def base_url(self) -> str:
@@ -363,7 +370,7 @@ class AsyncOVOClient:
         client._owns_pool = owns_pool
         client._transport = transport
         client.default_from = self.default_from
-        client.sms = AsyncSMS(transport, default_from=self.default_from)
+        client.sms = AsyncSMS(transport, default_from=self.default_from, bulk=_bulk_run)
         return client
 
     async def aclose(self) -> None:

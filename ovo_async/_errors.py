@@ -15,6 +15,7 @@ __all__ = [
     "BadRequestError",
     "ConflictError",
     "InternalServerError",
+    "MessageRejectedError",
     "NotFoundError",
     "OVOError",
     "PermissionDeniedError",
@@ -171,6 +172,20 @@ class ResponseTooLargeError(APIConnectionError):
     Reading stopped at the cap. For a POST the server did act, so `may_have_been_sent`
     is True unless the status says otherwise.
     """
+
+
+class MessageRejectedError(OVOError):
+    """The server refused one message of a batch; the rest of the batch went ahead.
+
+    `code`, `param` and `status` come from the batch result's entry; `batch_id` names
+    the batch.
+    """
+
+    def __init__(
+        self, message: str, *, code: str | None, param: str | None, status: str, batch_id: str
+    ) -> None:
+        super().__init__(message)
+        self.code, self.param, self.status, self.batch_id = code, param, status, batch_id
 
 
 class APIResponseValidationError(OVOError):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -19,7 +19,14 @@ from ._errors import APIConnectionError, APIError, OVOError
 if TYPE_CHECKING:
     from tenacity import AsyncRetrying, RetryCallState
 
-__all__ = ["RetryPolicy", "fate", "may_have_been_sent", "should_retry"]
+__all__ = [
+    "RETRY_HOOKS",
+    "RetryHooks",
+    "RetryPolicy",
+    "fate",
+    "may_have_been_sent",
+    "should_retry",
+]
 
 logger = logging.getLogger("ovo_async")
 
@@ -111,6 +118,24 @@ def fate(
     return may_have_been_sent(status, retry_after)
 
 
+class RetryHooks(Protocol):
+    """What a caller up the stack (bulk sending's pacer) learns about retries.
+
+    Set in `RETRY_HOOKS` for the current task; the resource and transport signatures
+    carry no pacing: the retry loop looks the hooks up itself.
+    """
+
+    def waiting(self, seconds: float, error: BaseException) -> None:
+        """A retry will wait `seconds` because of `error` (a 429's `Retry-After`, say)."""
+
+    async def before_retry(self) -> None:
+        """Awaited before each retry attempt goes out (after the wait)."""
+
+
+#: The hooks of the current task, if any (contextvars are per task).
+RETRY_HOOKS: ContextVar[RetryHooks | None] = ContextVar("ovo_async_retry_hooks", default=None)
+
+
 class _Wait:
     """`Retry-After` when the server gave one, else the policy's backoff."""
 
@@ -124,18 +149,13 @@ class _Wait:
         return self.policy.backoff(retry_state.attempt_number)
 
 
-def retrying(
-    policy: RetryPolicy,
-    *,
-    idempotent: bool,
-    describe: str,
-    on_wait: Callable[[float, BaseException], None] | None = None,
-) -> AsyncRetrying:
+def retrying(policy: RetryPolicy, *, idempotent: bool, describe: str) -> AsyncRetrying:
     """A tenacity loop for one call: `async for attempt in retrying(...): with attempt: ...`.
 
-    `describe` names the call in log lines (for example `POST /sms/send`); `on_wait` is told
-    each wait before it starts (bulk sending uses it to pause its other workers).
+    `describe` names the call in log lines (for example `POST /sms/send`). The task's
+    `RETRY_HOOKS`, if set, are told each wait before it starts.
     """
+    hooks = RETRY_HOOKS.get()
     # Imported here: only a failed attempt needs them, and they add to import time.
     import anyio
     from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
@@ -153,8 +173,8 @@ def retrying(
             type(error).__name__,
             error,
         )
-        if on_wait is not None:
-            on_wait(wait, error)
+        if hooks is not None:
+            hooks.waiting(wait, error)
 
     return AsyncRetrying(
         stop=stop_after_attempt(policy.max_retries + 1),

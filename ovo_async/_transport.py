@@ -29,7 +29,7 @@ from ._errors import (
     ValidationError,
     error_class_for_status,
 )
-from ._retry import RetryPolicy, fate, retrying
+from ._retry import RETRY_HOOKS, RetryPolicy, fate, retrying
 from ._version import __version__
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "APIKey", "Pool", "Transport", "user_agent"]
@@ -475,15 +475,13 @@ class Transport:
         parse: Callable[[Any], T],
         body: Any = None,
         idempotency_key: str | None = None,
-        on_wait: Callable[[float, BaseException], None] | None = None,
-        before_attempt: Callable[[], Any] | None = None,
     ) -> T:
         """Send with retries; return `parse(decoded JSON)` of the 2xx answer.
 
         Every POST carries an `Idempotency-Key` (the caller's or a new UUID4), the same on
         every attempt; every error from a POST carries it and `may_have_been_sent`. A 2xx
         whose body is not JSON or that `parse` rejects is an `APIResponseValidationError`
-        that may have been sent. `before_attempt` is awaited before each attempt.
+        that may have been sent. Retries tell the task's `RETRY_HOOKS` (bulk pacing).
         """
         if self.closed or self.pool.closed:
             raise OVOError("this client is closed; make a new one (or use `async with`)")
@@ -504,8 +502,6 @@ class Transport:
         try:
             # The first attempt runs outside tenacity: its loop costs ~80 us per call,
             # more than everything else the SDK adds, and most calls succeed first time.
-            if before_attempt is not None:
-                await before_attempt()
             return await self._attempt(method, url, path, headers, content, parse)
         except OVOError as first:
             if not idempotent:
@@ -521,8 +517,6 @@ class Transport:
                 content,
                 parse,
                 idempotent,
-                on_wait,
-                before_attempt,
             )
 
     async def _retry(
@@ -535,22 +529,21 @@ class Transport:
         content: bytes | None,
         parse: Callable[[Any], T],
         idempotent: bool,
-        on_wait: Callable[[float, BaseException], None] | None,
-        before_attempt: Callable[[], Any] | None,
     ) -> T:
         """Attempts 2..n: tenacity decides, starting from the first attempt's error."""
         pending: OVOError | None = first
         maybe_sent = first.may_have_been_sent
         try:
+            hooks = RETRY_HOOKS.get()
             async for attempt in retrying(
-                self.retry, idempotent=idempotent, describe=f"{method} {path}", on_wait=on_wait
+                self.retry, idempotent=idempotent, describe=f"{method} {path}"
             ):
                 with attempt:
                     if pending is not None:
                         error, pending = pending, None
                         raise error
-                    if before_attempt is not None:
-                        await before_attempt()
+                    if hooks is not None:
+                        await hooks.before_retry()
                     try:
                         return await self._attempt(method, url, path, headers, content, parse)
                     except OVOError as exc:

@@ -135,13 +135,15 @@ class BulkOutcome:
 
     `index` is the input's 0-based position; `request` is the `SMSRequest` made from it
     (or the input as given when it could not be made one); exactly one of `message` and
-    `error` is set.
+    `error` is set. `replayed` is True when the outcome comes from the run's journal (an
+    earlier run settled it) rather than from a request this input caused now.
     """
 
     index: int
     request: SMSRequest | Any
     message: SentMessage | None = None
     error: OVOError | None = None
+    replayed: bool = False
 
     @property
     def ok(self) -> bool:

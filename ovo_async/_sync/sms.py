@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable, Mapping
+import os
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ovo_async._pacer import RateLimiter
 from ovo_async._runtime import BulkRun
 from ovo_async._validation import DEFAULT_BATCH_SIZE
 from ovo_async.models import BatchResult, Message, SentMessage, SMSRequest
@@ -71,6 +73,9 @@ class SMS:
         batch_size: int | None = DEFAULT_BATCH_SIZE,
         rate_limit: float | None = None,
         idempotency_prefix: str | None = None,
+        key: Callable[[Any], str] | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> BulkRun:
         """Send many messages at high concurrency; yields one `BulkOutcome` per input.
 
@@ -82,13 +87,22 @@ class SMS:
         - `batch_size` (default 100): messages per `/sms/batch` request; `None` sends each
           through `/sms/send`. Batching is far cheaper and each message keeps its recipient.
         - `concurrency`: requests in flight (default 4 batches, or 20 single sends).
-        - `rate_limit`: messages per second, client-side, bursting one second's worth.
-        - `idempotency_prefix`: message i is sent with key `{prefix}-{i}` (a batch with
-          `{prefix}-b{first index}`), so re-running a crashed job sends nothing twice on a
-          server that honours the keys.
+        - `rate_limit`: messages per second, client-side, bursting one second's worth;
+          or `rate_limiter`, any object with `async acquire(n)` and `pause(seconds)`.
+        - `idempotency_prefix`: keys derive from each message's identity, never its
+          position: a single send's key is `{prefix}-{identity}`, a batch's a digest of
+          its members' identities. The identity is `key(item)` if you give `key`, else a
+          digest of `to`, `from`, `message` and `callback_url` plus the occurrence number
+          among equal messages. A re-run of the same job, filtered or reordered, repeats
+          the same keys for the same messages.
+        - `journal`: a SQLite file recording each request before it is sent and each
+          outcome after. Run again with the same journal and what was accepted comes
+          back as `replayed` outcomes without being sent; what was in flight when the
+          process died is sent again with the same key and body if the client's policy
+          has `retry_non_idempotent`, else reported as possibly sent.
 
         A 429 pauses every worker until its `Retry-After` has passed. Outcomes arrive in
         completion order (see `outcome.index`); `progress` has live counts. Use
         `with` (or `close()`) to stop early.
         """
-        return self._client._core.iterate(lambda c: c.sms.send_many(messages, concurrency=concurrency, batch_size=batch_size, rate_limit=rate_limit, idempotency_prefix=idempotency_prefix), BulkRun)
+        return self._client._core.iterate(lambda c: c.sms.send_many(messages, concurrency=concurrency, batch_size=batch_size, rate_limit=rate_limit, idempotency_prefix=idempotency_prefix, key=key, journal=journal, rate_limiter=rate_limiter), BulkRun)

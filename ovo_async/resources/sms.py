@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+import os
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .. import _serde
 from .. import _validation as v
 from .._errors import ValidationError
+from .._pacer import RateLimiter
 from .._requests import make_request
 from .._transport import Transport
 from .._validation import DEFAULT_BATCH_SIZE
@@ -28,9 +30,17 @@ _MESSAGE = _serde.parser(Message)
 class AsyncSMS:
     """SMS operations, reached as `client.sms`."""
 
-    def __init__(self, transport: Transport, *, default_from: str | None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        default_from: str | None,
+        bulk: Callable[..., AsyncBulkRun],
+    ) -> None:
         self._transport = transport
         self._default_from = default_from
+        # The bulk engine sits above this layer: the client hands in its constructor.
+        self._bulk = bulk
 
     async def send(
         self,
@@ -56,22 +66,13 @@ class AsyncSMS:
         v.idempotency_key("idempotency_key", idempotency_key)
         return await self._send(request, idempotency_key)
 
-    async def _send(
-        self,
-        request: SMSRequest,
-        idempotency_key: str | None,
-        *,
-        on_wait: Callable[[float, BaseException], None] | None = None,
-        before_attempt: Callable[[], Awaitable[None]] | None = None,
-    ) -> SentMessage:
+    async def _send(self, request: SMSRequest, idempotency_key: str | None) -> SentMessage:
         return await self._transport.request(
             "POST",
             "/sms/send",
             parse=_SENT,
             body=_serde.request_body(request),
             idempotency_key=idempotency_key,
-            on_wait=on_wait,
-            before_attempt=before_attempt,
         )
 
     async def batch(
@@ -98,9 +99,6 @@ class AsyncSMS:
         requests: list[SMSRequest],
         callback_url: str | None,
         idempotency_key: str | None,
-        *,
-        on_wait: Callable[[float, BaseException], None] | None = None,
-        before_attempt: Callable[[], Awaitable[None]] | None = None,
     ) -> BatchResult:
         body: dict[str, Any] = {"messages": [_serde.request_body(r) for r in requests]}
         if callback_url is not None:
@@ -111,8 +109,6 @@ class AsyncSMS:
             parse=_BATCH,
             body=body,
             idempotency_key=idempotency_key,
-            on_wait=on_wait,
-            before_attempt=before_attempt,
         )
 
     def _batch_requests(self, messages: Any) -> list[SMSRequest]:
@@ -152,6 +148,9 @@ class AsyncSMS:
         batch_size: int | None = DEFAULT_BATCH_SIZE,
         rate_limit: float | None = None,
         idempotency_prefix: str | None = None,
+        key: Callable[[Any], str] | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> AsyncBulkRun:
         """Send many messages at high concurrency; yields one `BulkOutcome` per input.
 
@@ -163,22 +162,32 @@ class AsyncSMS:
         - `batch_size` (default 100): messages per `/sms/batch` request; `None` sends each
           through `/sms/send`. Batching is far cheaper and each message keeps its recipient.
         - `concurrency`: requests in flight (default 4 batches, or 20 single sends).
-        - `rate_limit`: messages per second, client-side, bursting one second's worth.
-        - `idempotency_prefix`: message i is sent with key `{prefix}-{i}` (a batch with
-          `{prefix}-b{first index}`), so re-running a crashed job sends nothing twice on a
-          server that honours the keys.
+        - `rate_limit`: messages per second, client-side, bursting one second's worth;
+          or `rate_limiter`, any object with `async acquire(n)` and `pause(seconds)`.
+        - `idempotency_prefix`: keys derive from each message's identity, never its
+          position: a single send's key is `{prefix}-{identity}`, a batch's a digest of
+          its members' identities. The identity is `key(item)` if you give `key`, else a
+          digest of `to`, `from`, `message` and `callback_url` plus the occurrence number
+          among equal messages. A re-run of the same job, filtered or reordered, repeats
+          the same keys for the same messages.
+        - `journal`: a SQLite file recording each request before it is sent and each
+          outcome after. Run again with the same journal and what was accepted comes
+          back as `replayed` outcomes without being sent; what was in flight when the
+          process died is sent again with the same key and body if the client's policy
+          has `retry_non_idempotent`, else reported as possibly sent.
 
         A 429 pauses every worker until its `Retry-After` has passed. Outcomes arrive in
         completion order (see `outcome.index`); `progress` has live counts. Use
         `async with` (or `aclose()`) to stop early.
         """
-        from .._bulk import AsyncBulkRun
-
-        return AsyncBulkRun(
+        return self._bulk(
             self,
             messages,
             concurrency=concurrency,
             batch_size=batch_size,
             rate_limit=rate_limit,
             idempotency_prefix=idempotency_prefix,
+            key=key,
+            journal=journal,
+            rate_limiter=rate_limiter,
         )
