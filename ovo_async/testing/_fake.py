@@ -117,6 +117,8 @@ class FakeOVO:
     - Faults: `fail_next(...)` and `rate_limit(...)`.
     - Inspection: `requests`, `messages`, `callbacks`.
     - It honours `Idempotency-Key`: a repeated key replays the first answer.
+    - `latency`: every send and batch acts at once and answers that many seconds later,
+      as a slow real server does (the window in which a crash leaves a request in flight).
     """
 
     def __init__(
@@ -127,8 +129,11 @@ class FakeOVO:
         delivered_after: float = 2.0,
         real_time: bool = False,
         callback_transport: httpx.BaseTransport | None = None,
+        latency: float = 0.0,
     ) -> None:
         self.api_key = api_key
+        #: Seconds every send and batch waits after acting before it answers.
+        self.latency = latency
         self.sent_after = sent_after
         self.delivered_after = delivered_after
         self.requests: list[RecordedRequest] = []
@@ -378,6 +383,8 @@ class FakeOVO:
                     return status, fault.body, extra
                 raise _Problem(fault.status, "injected_fault", "fault injected by FakeOVO")
             status, payload = self._idempotent_act(endpoint, arg, headers, body)
+            if self.latency and endpoint != "retrieve":
+                await anyio.sleep(self.latency)
             if fault is not None and fault.delay:
                 # Acted on already: a slow answer, the case where a timeout costs money.
                 await anyio.sleep(fault.delay)

@@ -1,0 +1,344 @@
+"""Resumable campaigns: kill -9 at random moments, re-run on what is left, nothing twice."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ovo_async import (
+    AsyncOVOClient,
+    InternalServerError,
+    OVOError,
+    RateLimitError,
+    RetryPolicy,
+    SMSRequest,
+    ValidationError,
+)
+from ovo_async._journal import error_from_json, error_to_json
+from ovo_async.testing import FakeOVO
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CAMPAIGN = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from ovo_async import AsyncOVOClient, RetryPolicy
+    url, journal, results, todo, resend = sys.argv[1:6]
+    rows = json.loads(open(todo).read())
+    policy = RetryPolicy(
+        retry_non_idempotent=resend == "1", initial_backoff=0.01, max_backoff=0.05
+    )
+
+    async def main():
+        async with AsyncOVOClient(
+            api_key="k", base_url=url, retry=policy, default_from="OVO"
+        ) as client:
+            items = [{"to": r["to"], "message": r["message"]} for r in rows]
+            run = client.sms.send_many(
+                items, journal=journal, idempotency_prefix="camp", concurrency=4
+            )
+            with open(results, "a") as out:
+                async for o in run:
+                    err = o.error
+                    out.write(json.dumps({
+                        "row": rows[o.index]["row"],
+                        "ok": o.ok,
+                        "replayed": o.replayed,
+                        "unknown": bool(err is not None and err.may_have_been_sent),
+                    }) + "\\n")
+                    out.flush()
+
+    asyncio.run(main())
+    """
+)
+
+
+def campaign_rows(n: int) -> list[dict[str, Any]]:
+    return [
+        {"row": i, "to": f"+1415{i:07d}", "message": f"Row {i}: your order shipped"}
+        for i in range(n)
+    ]
+
+
+def count_results(path: Path) -> int:
+    """Lines written so far: cheap, because the fake server shares this process's GIL."""
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    lines = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):  # a line cut short by kill -9
+            lines.append(json.loads(line))
+    return lines
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[FakeOVO, str]]:
+    fake = FakeOVO(latency=0.05)
+    with fake.serve() as base_url:
+        yield fake, base_url
+
+
+@pytest.mark.parametrize("resend", [True, False], ids=["retry_non_idempotent", "safe_default"])
+def test_kill_nine_at_random_moments_then_resume(
+    served: tuple[FakeOVO, str], tmp_path: Path, resend: bool
+) -> None:
+    fake, url = served
+    rng = random.Random(11 if resend else 12)
+    rows = campaign_rows(5000)
+    journal, results, todo = tmp_path / "j.sqlite", tmp_path / "results.jsonl", tmp_path / "todo"
+    first_request = len(fake.requests)
+    kills = 0
+    while True:
+        done = {r["row"] for r in read_results(results)}
+        left = [r for r in rows if r["row"] not in done]
+        rng.shuffle(left)  # the natural resume: what the results file lacks, in any order
+        todo.write_text(json.dumps(left))
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                CAMPAIGN,
+                url,
+                str(journal),
+                str(results),
+                str(todo),
+                "1" if resend else "0",
+            ],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            if kills < 10 and len(left) > 1:
+                # Kill after a random number of new outcomes, plus a random few ms, so the
+                # kill lands while requests are in flight, being recorded or settled.
+                target = count_results(results) + rng.randint(1, min(400, len(left) - 1))
+                while count_results(results) < target and proc.poll() is None:
+                    time.sleep(0.01)  # polling a file another process writes
+                time.sleep(rng.uniform(0, 0.03))
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGKILL)
+                    kills += 1
+                proc.wait(30)
+                continue
+            assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+            break
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stderr:
+                proc.stderr.close()
+    assert kills >= 8  # a run may finish before its kill lands; most do not
+
+    outcomes = read_results(results)
+    assert {r["row"] for r in outcomes} == {r["row"] for r in rows}
+    stored = Counter(m["message"] for m in fake.messages if m["message"].startswith("Row "))
+    assert max(stored.values()) == 1, "a message was stored twice"
+    db = sqlite3.connect(journal)
+    states = dict(db.execute("SELECT state, count(*) FROM messages GROUP BY state").fetchall())
+    assert sum(states.values()) == 5000  # one final outcome per input...
+    assert "in_flight" not in states  # ...and none left in flight
+    assert db.execute("SELECT count(*) FROM requests").fetchone()[0] == 0
+    sent_keys = [r.idempotency_key for r in fake.requests[first_request:]]
+    assert all(k and k.startswith("camp-") for k in sent_keys)
+    if resend:
+        assert states == {"accepted": 5000}
+        assert len(stored) == 5000
+    else:
+        # What was in flight at a kill is reported as unknown and never sent again.
+        assert states.get("unknown", 0) > 0
+        assert states.get("accepted", 0) + states.get("unknown", 0) == 5000
+        unknown_rows = {r["row"] for r in outcomes if r["unknown"]}
+        assert len(unknown_rows) == states["unknown"]
+        assert len(stored) >= states["accepted"]
+
+
+# --- the journal's rules, one at a time, in process -------------------------------------
+
+
+def numbered(n: int, start: int = 0) -> list[dict[str, str]]:
+    return [{"to": f"+1415{i:07d}", "message": f"Hello {i}"} for i in range(start, start + n)]
+
+
+async def run(client: AsyncOVOClient, items: Any, **options: Any) -> list[Any]:
+    return [o async for o in client.sms.send_many(items, **options)]
+
+
+def client_for(fake: FakeOVO, **options: Any) -> AsyncOVOClient:
+    options.setdefault("retry", RetryPolicy(max_retries=0))
+    return AsyncOVOClient(api_key="k", transport=fake.transport(), default_from="OVO", **options)
+
+
+async def test_accepted_messages_are_replayed_not_sent(tmp_path: Path) -> None:
+    fake = FakeOVO()
+    journal = tmp_path / "j.sqlite"
+    async with client_for(fake) as client:
+        first = await run(client, numbered(30), journal=journal, batch_size=10)
+        again = await run(client, numbered(30)[::-1], journal=journal, batch_size=10)
+    assert all(o.ok and not o.replayed for o in first)
+    assert all(o.ok and o.replayed for o in again)
+    assert len(fake.messages) == 30
+    ids = {o.request.message: o.message.message_id for o in first}
+    assert {o.request.message: o.message.message_id for o in again} == ids
+
+
+async def test_provably_unsent_failures_are_sent_again(tmp_path: Path) -> None:
+    fake = FakeOVO()
+    journal = tmp_path / "j.sqlite"
+    fake.fail_next("send", 3, status=400)  # refused: provably not sent
+    fake.fail_next("send", 2, status=500)  # unknown fate
+    async with client_for(fake) as client:
+        first = await run(client, numbered(10), journal=journal, batch_size=None, concurrency=1)
+        again = await run(client, numbered(10), journal=journal, batch_size=None, concurrency=1)
+    assert sum(not o.ok for o in first) == 5
+    resent = [o for o in again if not o.replayed]
+    assert len(resent) == 3 and all(o.ok for o in resent)
+    unknown = [o for o in again if o.replayed and not o.ok]
+    assert len(unknown) == 2
+    assert all(isinstance(o.error, InternalServerError) for o in unknown)
+    assert all(o.error.may_have_been_sent and o.error.idempotency_key for o in unknown)
+
+
+async def test_in_flight_requests_are_resent_identically_first(tmp_path: Path) -> None:
+    """A request recorded but never settled (the process died) goes again, same key, same
+    body, before any new input; without retry_non_idempotent it is reported unknown."""
+    journal = tmp_path / "j.sqlite"
+    fake = FakeOVO()
+    async with client_for(fake) as client:
+        await run(client, numbered(5), journal=journal, batch_size=5, idempotency_prefix="p")
+    db = sqlite3.connect(journal)
+    # Forge what a kill between record and answer leaves: the request back in flight.
+    key, body = fake.requests[-1].idempotency_key, fake.requests[-1].body
+    rows = [[m["to"], m["from"], m["message"], None] for m in body["messages"]]
+    identities = [r[0] for r in db.execute("SELECT identity FROM messages ORDER BY identity")]
+    db.execute("DELETE FROM messages")
+    db.execute(
+        "INSERT INTO requests VALUES (?, 'batch', ?, ?)",
+        (key, json.dumps(rows), json.dumps(identities)),
+    )
+    db.executemany(
+        "INSERT INTO messages VALUES (?, ?, 'in_flight', NULL, 1)", [(i, key) for i in identities]
+    )
+    db.commit()
+    db.close()
+    before = len(fake.requests)
+    resend = RetryPolicy(max_retries=0, retry_non_idempotent=True)
+    async with client_for(fake, retry=resend) as client:
+        outcomes = await run(
+            client, numbered(7), journal=journal, batch_size=5, idempotency_prefix="p"
+        )
+    first_again = fake.requests[before]
+    assert (first_again.idempotency_key, first_again.body) == (key, body)
+    assert len(fake.messages) == 7  # the fake replayed the key: no second copy
+    assert sorted(o.replayed for o in outcomes) == [False] * 2 + [True] * 5
+    assert all(o.ok for o in outcomes)
+
+
+async def test_caller_keys_name_messages_and_duplicates_are_refused(tmp_path: Path) -> None:
+    fake = FakeOVO()
+    items = [
+        {"id": "a", "to": "+14155550001", "message": "x"},
+        {"id": "b", "to": "+14155550002", "message": "y"},
+        {"id": "a", "to": "+14155550003", "message": "z"},
+    ]
+    requests = [SMSRequest(to=i["to"], message=i["message"]) for i in items]
+    ids = {r.to: i["id"] for r, i in zip(requests, items, strict=True)}
+
+    def key(item: Any) -> str:
+        return ids[item.to]
+
+    for journal in (None, tmp_path / "j.sqlite"):
+        async with client_for(fake) as client:
+            outcomes = await run(
+                client,
+                requests,
+                key=key,
+                batch_size=None,
+                concurrency=1,
+                idempotency_prefix="k",
+                journal=journal,
+            )
+        bad = [o for o in outcomes if not o.ok and not o.replayed]
+        assert len(bad) == 1 and isinstance(bad[0].error, ValidationError)
+        assert bad[0].error.field == "key"
+    assert {r.idempotency_key for r in fake.requests} == {"k-a", "k-b"}
+
+
+async def test_bad_caller_keys_are_outcomes_not_crashes() -> None:
+    fake = FakeOVO()
+
+    def key(item: Any) -> Any:
+        if item["message"] == "boom":
+            raise RuntimeError("no id")
+        return {"newline": "a\nb", "long": "x" * 500, "int": 3}.get(item["message"], "fine")
+
+    items = [{"to": "+14155550001", "message": m} for m in ("boom", "newline", "long", "int", "ok")]
+    async with client_for(fake) as client:
+        outcomes = await run(client, items, key=key, idempotency_prefix="p", batch_size=None)
+    assert sorted(o.index for o in outcomes) == [0, 1, 2, 3, 4]
+    assert [o.ok for o in sorted(outcomes, key=lambda o: o.index)] == [False] * 4 + [True]
+
+
+async def test_a_journal_serves_one_run_at_a_time(tmp_path: Path) -> None:
+    journal = tmp_path / "j.sqlite"
+    fake = FakeOVO(latency=0.2)
+    async with (
+        client_for(fake) as client,
+        client.sms.send_many(numbered(3), journal=journal) as first,
+    ):
+        await first.__anext__()  # the first run holds the journal
+        with pytest.raises(OVOError, match="in use by another run"):
+            await run(client, numbered(3), journal=journal)
+
+
+@pytest.mark.parametrize("content", [b"not a database at all" * 100, b""])
+async def test_a_broken_journal_file_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
+    journal = tmp_path / "j.sqlite"
+    journal.write_bytes(content)
+    async with client_for(FakeOVO()) as client:
+        if content:
+            with pytest.raises(OVOError, match="cannot use"):
+                await run(client, numbered(2), journal=journal)
+        else:  # an empty file is a new journal
+            assert len(await run(client, numbered(2), journal=journal)) == 2
+
+
+def test_errors_round_trip_through_the_journal_without_pickle() -> None:
+    error = RateLimitError.__new__(RateLimitError)
+    Exception.__init__(error, "429 slow down")
+    error.__dict__.update(status_code=429, retry_after=2.0, message="slow down", code="rate")
+    error.may_have_been_sent, error.idempotency_key = False, "key-1"
+    copy = error_from_json(error_to_json(error))
+    assert type(copy) is RateLimitError and str(copy) == "429 slow down"
+    assert (copy.retry_after, copy.idempotency_key) == (2.0, "key-1")
+    # A tampered journal cannot name a class outside the SDK's errors.
+    forged = json.dumps({"class": "os.system", "args": ["x"], "state": {}})
+    assert type(error_from_json(forged)) is OVOError
+
+
+@pytest.mark.parametrize("bad", [3, ["j"], object()])
+def test_journal_must_be_a_path(bad: Any) -> None:
+    client = AsyncOVOClient(api_key="k")
+    with pytest.raises(ValidationError, match="journal"):
+        client.sms.send_many([], journal=bad)
