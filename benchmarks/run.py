@@ -168,9 +168,16 @@ def raw_batches(url: str, n: int, concurrency: int, size: int) -> Callable[[], A
 
 
 def sdk_send_many(
-    url: str, n: int, concurrency: int, batch_size: int | None, io_backend: str = "httpx"
+    url: str,
+    n: int,
+    concurrency: int,
+    batch_size: int | None,
+    io_backend: str = "httpx",
+    journal: bool = False,
 ) -> Callable[[], Awaitable[None]]:
     async def main() -> None:
+        import tempfile
+
         async with AsyncOVOClient(
             api_key=KEY,
             base_url=url,
@@ -179,10 +186,16 @@ def sdk_send_many(
 
             async def run(total: int) -> None:
                 failed = 0
-                async for outcome in client.sms.send_many(
-                    requests(total), concurrency=concurrency, batch_size=batch_size
-                ):
-                    failed += not outcome.ok
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = os.path.join(tmp, "journal.sqlite") if journal else None
+                    async for outcome in client.sms.send_many(
+                        requests(total),
+                        concurrency=concurrency,
+                        batch_size=batch_size,
+                        journal=path,
+                        idempotency_prefix="bench" if journal else None,
+                    ):
+                        failed += not outcome.ok
                 assert failed == 0
 
             await run(200 if batch_size is None else batch_size * 4)
@@ -295,27 +308,36 @@ def installed(module: str) -> bool:
 # ---- memory and import time (fresh processes) -------------------------------------------
 
 RSS_SCRIPT = """
-import asyncio, resource, sys
+import asyncio, os, resource, sys, tempfile
 sys.path.insert(0, {root!r})
 from ovo_async import AsyncOVOClient
 def requests(n):
     for i in range(n):
         yield {{"to": f"+1415{{i:07d}}", "from": "OVO", "message": f"Hello #{{i}}"}}
-async def main(n, url):
+async def main(n, url, journal):
     async with AsyncOVOClient(api_key="k", base_url=url) as client:
-        async for outcome in client.sms.send_many(requests(n)):
+        async for outcome in client.sms.send_many(requests(n), journal=journal):
             assert outcome.ok
-n, url = int(sys.argv[1]), sys.argv[2]
-asyncio.run(main(200, url))
+n, url, with_journal = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
+tmp = tempfile.mkdtemp()
+asyncio.run(main(200, url, os.path.join(tmp, "warm") if with_journal else None))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-asyncio.run(main(n, url))
+asyncio.run(main(n, url, os.path.join(tmp, "journal") if with_journal else None))
+# Measured here, in the child: a child started by subprocess inherits no peak of ours.
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, base)
 """
 
 
-def peak_rss(server: Server, n: int) -> float:
+def peak_rss(server: Server, n: int, journal: bool = False) -> float:
     out = subprocess.run(
-        [sys.executable, "-c", RSS_SCRIPT.format(root=str(ROOT)), str(n), server.url],
+        [
+            sys.executable,
+            "-c",
+            RSS_SCRIPT.format(root=str(ROOT)),
+            str(n),
+            server.url,
+            "1" if journal else "0",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -384,6 +406,9 @@ def main() -> int:
             "send_many batch (default), 100 x c=4": lambda: run_async(
                 server, bulk, sdk_send_many(url, bulk, 4, 100)
             ),
+            "send_many batch, 100 x c=4, journal": lambda: run_async(
+                server, bulk, sdk_send_many(url, bulk, 4, 100, journal=True)
+            ),
         }
         # Competitors' sync clients, when they install (the bench session installs them).
         if installed("twilio"):
@@ -398,6 +423,8 @@ def main() -> int:
         rss = {
             n: statistics.median(peak_rss(server, n) for _ in range(3)) for n in (1_000, 100_000)
         }
+        # With a journal: 10k against 1M messages, once each (the long one takes a minute).
+        rss_journal = {n: peak_rss(server, n, journal=True) for n in (10_000, 1_000_000)}
     finally:
         server.stop()
     # Interleaved, so drift on this machine hits both modules alike; bytecode first.
@@ -414,6 +441,8 @@ def main() -> int:
     )
 
     saved.parent.mkdir(exist_ok=True)
+    imports["journal_rss_10k"] = rss_journal[10_000]
+    imports["journal_rss_1m"] = rss_journal[1_000_000]
     saved.write_text(json.dumps({"results": results, "rss": rss, "imports": imports}))
     report(args, results, rss, imports)
     return 0
@@ -490,6 +519,21 @@ def write_report(
             f"{paired(batch, raw_batch, 'msgs_per_s'):.2f}x raw httpx batches",
         ),
         ("peak RSS 100k - 1k <= 10 MB", rss[100_000] - rss[1_000], "MiB", 10, ""),
+        (
+            "journal: send_many batch CPU <= 1.10x without a journal",
+            paired("send_many batch, 100 x c=4, journal", batch),
+            "x",
+            1.10,
+            "",
+        ),
+        (
+            "journal: peak RSS 1M - 10k messages <= 10 MB",
+            imports.get("journal_rss_1m", 0.0) - imports.get("journal_rss_10k", 0.0),
+            "MiB",
+            10,
+            f"{imports.get('journal_rss_10k', 0):.1f} -> "
+            f"{imports.get('journal_rss_1m', 0):.1f} MiB",
+        ),
         (
             "import ovo_async <= 1.3x import httpx",
             imports.get("paired", imports["ovo_async"] / imports["httpx"]),

@@ -366,6 +366,8 @@ class _Engine:
         self.identify = prefix is not None or journal is not None or key is not None
         self._journal: Journal | None = None
         self._occurrences = Occurrences()
+        #: Identities taken in this run and not yet written to the journal.
+        self._pending: set[str] = set()
         # Caller keys seen in this run, to refuse duplicates (the journal does it on disk).
         self._keys_seen: set[str] | None = set() if key is not None and journal is None else None
         self.pacer: RateLimiter
@@ -453,42 +455,93 @@ class _Engine:
                 outcomes.append(self._outcome(index, item, None, exc))
         if not ready or not self.identify:
             return outcomes, ready
-        identified = self._identify(ready, outcomes)
         journal = self._journal
-        if journal is None or not identified:
-            return outcomes, identified
-        known = journal.lookup([identity for _, _, _, identity in identified if identity])
+        if journal is None:
+            return outcomes, self._identify(ready, outcomes)
+        known: dict[str, tuple[str, str | None, int]] = {}
+        if self.key is None:
+            identified = self._identify_in_journal(journal, ready, known)
+        else:
+            identified = self._identify(ready, outcomes)
+            known = journal.lookup([m[3] or "" for m in identified]) if identified else {}
         to_send: list[_Member] = []
+        claimed: list[str] = []
+        pending = self._pending
         for member in identified:
             index, _, request, identity = member
-            row = known.get(identity or "")
+            assert identity is not None
+            row = known.get(identity)
+            if self.key is not None and (row is not None and row[2] == journal.run):
+                pending.discard(identity)
+                error = ValidationError("key", f"{identity!r} names two inputs of this run")
+                outcomes.append(self._outcome(index, request, None, error))
+                continue
             if row is None:
                 to_send.append(member)
                 continue
-            state, outcome, run = row
-            if run == journal.run:
-                error = ValidationError("key", f"{identity!r} names two inputs of this run")
-                outcomes.append(self._outcome(index, request, None, error))
-            elif state == ACCEPTED and outcome is not None:
-                sent = _serde.structure(json.loads(outcome), SentMessage)
+            state, outcome, _run = row
+            if state == ACCEPTED and outcome is not None:
+                message_id, status, created_at = outcome.split("\t", 2)
+                sent = SentMessage(
+                    message_id=message_id,
+                    status=_serde.status(status),
+                    to=request.to,
+                    from_=request.from_ or "",
+                    created_at=_serde.parse_datetime(created_at),
+                )
                 outcomes.append(self._outcome(index, request, sent, None, replayed=True))
+                claimed.append(identity)
             elif state == UNKNOWN and outcome is not None:
                 outcomes.append(
                     self._outcome(index, request, None, error_from_json(outcome), replayed=True)
                 )
+                claimed.append(identity)
             else:  # failed and provably not sent (or never settled): send it again
                 to_send.append(member)
+        if claimed:
+            # Replayed in this run: an equal message later in the input is the next one.
+            journal.claim(claimed)
+            pending.difference_update(claimed)
         return outcomes, to_send
+
+    def _identify_in_journal(
+        self,
+        journal: Journal,
+        ready: list[_Member],
+        known: dict[str, tuple[str, str | None, int]],
+    ) -> list[_Member]:
+        """Content identities whose occurrence numbers are counted by the journal itself.
+
+        An identity is taken in this run when its row carries this run's number or it is
+        pending (assigned, not yet written). The first lookup is also the replay lookup,
+        so equal messages cost a second query only when they repeat: no per-run table of
+        counts, and memory stays flat however long the campaign.
+        """
+        digests = [content_digest(request) for _, _, request, _ in ready]
+        known.update(journal.lookup([f"{d}.0" for d in digests]))
+        pending, run = self._pending, journal.run
+        next_n: dict[str, int] = {}
+        identified: list[_Member] = []
+        for (index, item, request, _), digest in zip(ready, digests, strict=True):
+            n = next_n.get(digest, 0)
+            while True:
+                identity = f"{digest}.{n}"
+                if identity not in known and n:
+                    known.update(journal.lookup([identity]))
+                row = known.get(identity)
+                if identity in pending or (row is not None and row[2] == run):
+                    n += 1
+                    continue
+                break
+            next_n[digest] = n + 1
+            pending.add(identity)
+            identified.append((index, item, request, identity))
+        return identified
 
     def _identify(self, ready: list[_Member], outcomes: list[BulkOutcome]) -> list[_Member]:
         if self.key is None:
             digests = [content_digest(request) for _, _, request, _ in ready]
-            journal = self._journal
-            numbers = (
-                journal.occurrences(digests)
-                if journal is not None
-                else self._occurrences.number(digests)
-            )
+            numbers = self._occurrences.number(digests)
             return [
                 (index, item, request, f"{digest}.{n}")
                 for (index, item, request, _), digest, n in zip(
@@ -519,13 +572,19 @@ class _Engine:
                 )
                 outcomes.append(self._outcome(index, request, None, error))
                 continue
-            if identity in in_chunk or (seen is not None and identity in seen):
+            if (
+                identity in in_chunk
+                or (seen is not None and identity in seen)
+                or identity in self._pending
+            ):
                 error = ValidationError("key", f"{identity!r} names two inputs of this run")
                 outcomes.append(self._outcome(index, request, None, error))
                 continue
             in_chunk.add(identity)
             if seen is not None:
                 seen.add(identity)
+            if self._journal is not None:
+                self._pending.add(identity)
             identified.append((index, item, request, identity))
         return identified
 
@@ -578,7 +637,9 @@ class _Engine:
             key = self._request_key(members, endpoint)
         if journal is not None and not recorded:
             rows = [[r.to, r.from_, r.message, r.callback_url] for r in requests]
-            journal.record(key, endpoint, json.dumps(rows), [m[3] or "" for m in members])
+            identities = [m[3] or "" for m in members]
+            journal.record(key, endpoint, json.dumps(rows), identities)
+            self._pending.difference_update(identities)
         token = RETRY_HOOKS.set(_Hooks(self.pacer, n))
         try:
             if endpoint == "send":
@@ -684,20 +745,20 @@ class _Engine:
 
 
 def _journal_entry(outcome: BulkOutcome) -> tuple[str, str]:
-    """(state, outcome JSON) for the journal."""
+    """(state, outcome) for the journal: `id TAB status TAB created_at` when accepted (the
+    recipient and sender are the request's), an error as JSON otherwise."""
     if outcome.error is None:
         message = outcome.message
         assert message is not None
-        data = {
-            "message_id": message.message_id,
-            "status": str(message.status),
-            "to": message.to,
-            "from": message.from_,
-            "created_at": message.created_at.isoformat(),
-        }
-        return ACCEPTED, json.dumps(data)
+        return ACCEPTED, f"{message.message_id}\t{message.status}\t{_iso(message.created_at)}"
     state = UNKNOWN if outcome.error.may_have_been_sent else FAILED
     return state, error_to_json(outcome.error)
+
+
+@functools.lru_cache(maxsize=64)
+def _iso(when: Any) -> str:
+    # A batch's messages share one created_at: format it once.
+    return str(when.isoformat())
 
 
 def _unread(reason: str, key: str, entry: Any) -> APIResponseValidationError:

@@ -89,7 +89,6 @@ class Journal:
             self.db = db
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA temp_store=FILE")  # occurrence counts: disk, not RAM
             db.executescript(
                 """
                 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -101,7 +100,6 @@ class Journal:
                     identity TEXT PRIMARY KEY, request_key TEXT NOT NULL, state TEXT NOT NULL,
                     outcome TEXT, run INTEGER NOT NULL
                 );
-                CREATE TEMP TABLE seen (digest TEXT PRIMARY KEY, n INTEGER NOT NULL);
                 """
             )
             version = db.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
@@ -123,25 +121,6 @@ class Journal:
             self.db.close()
         finally:
             self._lock.close()
-
-    def occurrences(self, digests: list[str]) -> list[int]:
-        """Occurrence numbers among equal messages of this run, counted on disk."""
-        unique = list(dict.fromkeys(digests))
-        counts = dict(
-            self.db.execute(
-                f"SELECT digest, n FROM seen WHERE digest IN ({','.join('?' * len(unique))})",
-                unique,
-            ).fetchall()
-        )
-        out = []
-        for digest in digests:
-            n = counts.get(digest, 0)
-            out.append(n)
-            counts[digest] = n + 1
-        self.db.executemany(
-            "INSERT OR REPLACE INTO seen VALUES (?, ?)", [(d, counts[d]) for d in unique]
-        )
-        return out
 
     def lookup(self, identities: list[str]) -> dict[str, tuple[str, str | None, int]]:
         """identity -> (state, outcome JSON, run) for those the journal knows."""
@@ -180,6 +159,19 @@ class Journal:
                 [(state, outcome, identity) for identity, state, outcome in outcomes],
             )
             db.execute("DELETE FROM requests WHERE key = ?", (key,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def claim(self, identities: list[str]) -> None:
+        """Mark replayed messages as taken by this run (for occurrence numbering)."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                "UPDATE messages SET run = ? WHERE identity = ?", [(self.run, i) for i in identities]
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -59,6 +59,11 @@ def parse_datetime(value: Any, _type: Any = datetime) -> datetime:
     )
 
 
+def status(value: str) -> MessageStatus | str:
+    """A status string as a `MessageStatus` when known, else kept as is."""
+    return _STATUSES.get(value, value)
+
+
 def _status(value: Any, _type: Any) -> MessageStatus | str:
     if not isinstance(value, str):
         raise TypeError(f"expected a status string, got {type(value).__name__}")

@@ -203,6 +203,23 @@ async def test_accepted_messages_are_replayed_not_sent(tmp_path: Path) -> None:
     assert {o.request.message: o.message.message_id for o in again} == ids
 
 
+@pytest.mark.parametrize("batch_size", [None, 2])
+async def test_equal_messages_are_counted_by_occurrence(tmp_path: Path, batch_size: Any) -> None:
+    """Two equal inputs are two messages; a re-run in another order replays both."""
+    fake = FakeOVO()
+    journal = tmp_path / "j.sqlite"
+    a, b = {"to": "+14155550001", "message": "same"}, {"to": "+14155550002", "message": "b"}
+    async with client_for(fake) as client:
+        first = await run(client, [a, a, b], journal=journal, batch_size=batch_size)
+        again = await run(client, [b, a, a], journal=journal, batch_size=batch_size)
+        partial = await run(client, [a, b], journal=journal, batch_size=batch_size)
+    assert all(o.ok and not o.replayed for o in first)
+    assert all(o.ok and o.replayed for o in again + partial)
+    assert Counter(m["message"] for m in fake.messages) == {"same": 2, "b": 1}
+    first_ids = sorted(o.message.message_id for o in first if o.message)
+    assert sorted(o.message.message_id for o in again if o.message) == first_ids
+
+
 async def test_provably_unsent_failures_are_sent_again(tmp_path: Path) -> None:
     fake = FakeOVO()
     journal = tmp_path / "j.sqlite"
