@@ -260,16 +260,8 @@ def sdk_sync(server: Server, n: int, io_backend: str = "httpx") -> Result:
         return measure(server, n, go)
 
 
-def twilio_sync(server: Server, n: int) -> Result:
-    """Twilio's own sync client (requests), pointed at the loopback server."""
-    from twilio.rest import Client
-
-    client = Client("AC" + "0" * 32, "token")
-    client.api.base_url = f"http://127.0.0.1:{server.port}"
-
-    def send() -> None:
-        client.messages.create(to=BODY["to"], from_="+14155550100", body=BODY["message"])
-
+def rival_sync(server: Server, n: int, send: Callable[[], object]) -> Result:
+    """Another SDK's blocking send, warmed up, then measured like ours."""
     for _ in range(50):
         send()
 
@@ -280,23 +272,29 @@ def twilio_sync(server: Server, n: int) -> Result:
     return measure(server, n, go)
 
 
+def twilio_sync(server: Server, n: int) -> Result:
+    """Twilio's own sync client (requests), pointed at the loopback server."""
+    from twilio.rest import Client
+
+    client = Client("AC" + "0" * 32, "token")
+    client.api.base_url = f"http://127.0.0.1:{server.port}"
+    return rival_sync(
+        server,
+        n,
+        lambda: client.messages.create(to=BODY["to"], from_="+14155550100", body=BODY["message"]),
+    )
+
+
 def telnyx_sync(server: Server, n: int) -> Result:
     """Telnyx's own sync client (httpx), pointed at the loopback server."""
     from telnyx import Telnyx
 
     with Telnyx(api_key=KEY, base_url=f"http://127.0.0.1:{server.port}/v2") as client:
-
-        def send() -> None:
-            client.messages.send(to=BODY["to"], from_="+14155550100", text=BODY["message"])
-
-        for _ in range(50):
-            send()
-
-        def go() -> None:
-            for _ in range(n):
-                send()
-
-        return measure(server, n, go)
+        return rival_sync(
+            server,
+            n,
+            lambda: client.messages.send(to=BODY["to"], from_="+14155550100", text=BODY["message"]),
+        )
 
 
 def installed(module: str) -> bool:
@@ -308,7 +306,7 @@ def installed(module: str) -> bool:
 # ---- memory and import time (fresh processes) -------------------------------------------
 
 RSS_SCRIPT = """
-import asyncio, os, resource, sys, tempfile
+import asyncio, os, sys, tempfile
 sys.path.insert(0, {root!r})
 from ovo_async import AsyncOVOClient
 def requests(n):
@@ -320,11 +318,16 @@ async def main(n, url, journal):
             assert outcome.ok
 n, url, with_journal = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
 tmp = tempfile.mkdtemp()
+def peak_kib():
+    # VmHWM: the peak of this address space. ru_maxrss would not do: Linux carries it
+    # through fork and exec, so a child reports at least its parent's peak.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
 asyncio.run(main(200, url, os.path.join(tmp, "warm") if with_journal else None))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = peak_kib()
 asyncio.run(main(n, url, os.path.join(tmp, "journal") if with_journal else None))
-# Measured here, in the child: a child started by subprocess inherits no peak of ours.
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, base)
+print(peak_kib(), base)
 """
 
 
@@ -342,7 +345,7 @@ def peak_rss(server: Server, n: int, journal: bool = False) -> float:
         text=True,
         check=True,
     ).stdout.split()
-    return int(out[0]) / 1024  # MiB (ru_maxrss is KiB on Linux)
+    return int(out[0]) / 1024  # MiB (VmHWM is in KiB)
 
 
 def import_time(module: str) -> float:

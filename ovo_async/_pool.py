@@ -147,7 +147,13 @@ def _h11_state_with_surplus(stream: httpx.AsyncByteStream) -> Any:
     pool_stream = getattr(stream, "_httpcore_stream", None)
     connection = getattr(getattr(pool_stream, "_stream", None), "_connection", None)
     state = getattr(connection, "_h11_state", None)
-    trailing = getattr(state, "trailing_data", None)
+    if state is None:
+        return None
+    import h11  # only with httpcore's HTTP/1.1, which brings it
+
+    if state.their_state is not h11.DONE:
+        return None  # body left unread (a cap, an error): httpcore closes it anyway
+    trailing = state.trailing_data
     return state if trailing and trailing[0] else None
 
 
