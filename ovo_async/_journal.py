@@ -170,7 +170,8 @@ class Journal:
         db.execute("BEGIN")
         try:
             db.executemany(
-                "UPDATE messages SET run = ? WHERE identity = ?", [(self.run, i) for i in identities]
+                "UPDATE messages SET run = ? WHERE identity = ?",
+                [(self.run, identity) for identity in identities],
             )
             db.execute("COMMIT")
         except BaseException:
