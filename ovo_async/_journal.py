@@ -78,6 +78,23 @@ def error_from_json(text: str) -> OVOError:
     return _errors._rebuild(cls, tuple(data.get("args", ())), dict(data.get("state", {})))
 
 
+def _journal_errors(method: Any) -> Any:
+    """sqlite3 failures mid-run (disk full, file removed) as an `OVOError` naming the file."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self: Journal, *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except sqlite3.Error as exc:
+            raise OVOError(
+                f"the journal {self.path!r} failed ({type(exc).__name__}: {exc}); the run "
+                "stopped so that nothing is sent unrecorded"
+            ) from None
+
+    return wrapper
+
+
 class Journal:
     """The SQLite outbox of one `send_many` run. Use from one thread (the event loop's)."""
 
@@ -122,6 +139,7 @@ class Journal:
         finally:
             self._lock.close()
 
+    @_journal_errors
     def lookup(self, identities: list[str]) -> dict[str, tuple[str, str | None, int]]:
         """identity -> (state, outcome JSON, run) for those the journal knows."""
         rows = self.db.execute(
@@ -131,6 +149,7 @@ class Journal:
         ).fetchall()
         return {identity: (state, outcome, run) for identity, state, outcome, run in rows}
 
+    @_journal_errors
     def record(self, key: str, endpoint: str, body: str, members: list[str]) -> None:
         """Before sending: the request and its members, committed."""
         db = self.db
@@ -149,6 +168,7 @@ class Journal:
             db.execute("ROLLBACK")
             raise
 
+    @_journal_errors
     def settle(self, key: str, outcomes: list[tuple[str, str, str]]) -> None:
         """After the answer: (identity, state, outcome JSON) for each member, committed."""
         db = self.db
@@ -164,6 +184,7 @@ class Journal:
             db.execute("ROLLBACK")
             raise
 
+    @_journal_errors
     def claim(self, identities: list[str]) -> None:
         """Mark replayed messages as taken by this run (for occurrence numbering)."""
         db = self.db
@@ -178,6 +199,7 @@ class Journal:
             db.execute("ROLLBACK")
             raise
 
+    @_journal_errors
     def in_flight(self) -> list[tuple[str, str, Any, list[str]]]:
         """Requests recorded but never answered (the process died).
 
@@ -186,6 +208,7 @@ class Journal:
         rows = self.db.execute("SELECT key, endpoint, body, members FROM requests").fetchall()
         return [(k, endpoint, json.loads(body), json.loads(ids)) for k, endpoint, body, ids in rows]
 
+    @_journal_errors
     def final_outcomes(self) -> int:
         """How many messages have a final outcome (for tests and progress)."""
         row = self.db.execute("SELECT count(*) FROM messages WHERE state != ?", (IN_FLIGHT,))

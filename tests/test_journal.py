@@ -359,3 +359,22 @@ def test_journal_must_be_a_path(bad: Any) -> None:
     client = AsyncOVOClient(api_key="k")
     with pytest.raises(ValidationError, match="journal"):
         client.sms.send_many([], journal=bad)
+
+
+async def test_a_journal_failing_mid_run_stops_the_run_with_an_ovo_error(tmp_path: Path) -> None:
+    journal = tmp_path / "j.sqlite"
+    fake = FakeOVO()
+    async with client_for(fake) as client:
+        run_ = client.sms.send_many(numbered(50), journal=journal, batch_size=10, concurrency=1)
+        first = await run_.__anext__()
+        assert first.ok
+        # The disk goes away under the run: the next write fails.
+        db = sqlite3.connect(journal)
+        db.execute("DROP TABLE requests")
+        db.commit()
+        db.close()
+        with pytest.raises(OVOError, match="journal"):
+            async for _ in run_:
+                pass
+    sent = len(fake.messages)
+    assert sent < 50  # it stopped rather than send unrecorded
