@@ -27,6 +27,7 @@ from ._errors import (
     ValidationError,
 )
 from ._retry import RetryPolicy
+from ._segments import SegmentInfo, count_segments
 from ._validation import MAX_BATCH_SIZE
 from ._version import __version__
 from .models import (
@@ -93,8 +94,10 @@ __all__ = [
     "ResponseTooLargeError",
     "RetryPolicy",
     "SMSRequest",
+    "SegmentInfo",
     "SentMessage",
     "UnprocessableEntityError",
     "ValidationError",
     "__version__",
+    "count_segments",
 ]

@@ -447,10 +447,11 @@ class _Engine:
         """Validate, identify and (with a journal) replay; what is left is to be sent."""
         outcomes: list[BulkOutcome] = []
         ready: list[_Member] = []
-        default_from = self._sms._default_from
+        default_from, max_segments = self._sms._default_from, self._sms._max_segments
         for index, item in taken:
             try:
-                ready.append((index, item, make_request(item, default_from=default_from), None))
+                request = make_request(item, default_from=default_from, max_segments=max_segments)
+                ready.append((index, item, request, None))
             except ValidationError as exc:
                 outcomes.append(self._outcome(index, item, None, exc))
         if not ready or not self.identify:

@@ -253,7 +253,8 @@ class AsyncOVOClient:
 
     Everything is checked here, before any request: a bad key, header, URL, timeout or
     retry number raises `ValidationError` (the key's value is never shown). An answer
-    body larger than `max_response_bytes` (10 MiB, decompressed) is refused unread.
+    body larger than `max_response_bytes` (10 MiB, decompressed) is refused unread, and
+    with `max_segments` a message costing more SMS segments is a `ValidationError`.
     """
 
     sms: AsyncSMS
@@ -275,6 +276,7 @@ class AsyncOVOClient:
         verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
         cert: str | tuple[str, str] | tuple[str, str, str] | None = None,
         proxy: str | httpx.Proxy | None = None,
+        max_segments: int | None = None,
     ) -> None:
         held, from_env, given = _hold_key(api_key), api_key is None, type(api_key)
         # From here on no frame of ours holds the plain key: tracebacks with locals
@@ -304,6 +306,10 @@ class AsyncOVOClient:
         policy = _retry_policy(max_retries, retry)
         headers = _validation.headers("default_headers", default_headers)
         cap = _validation.count("max_response_bytes", max_response_bytes)
+        if max_segments is not None and (
+            isinstance(max_segments, bool) or not isinstance(max_segments, int) or max_segments < 1
+        ):
+            raise ValidationError("max_segments", f"must be a positive int, got {max_segments!r}")
         connection = _Connection(io_backend, url, _tls_context(verify, cert), _proxy(proxy))
         if http_client is not None:
             pool = Pool(http_client, owned=False)
@@ -324,7 +330,10 @@ class AsyncOVOClient:
             max_response_bytes=cap,
         )
         self.default_from = default_from
-        self.sms = AsyncSMS(self._transport, default_from=default_from, bulk=_bulk_run)
+        self._max_segments = max_segments
+        self.sms = AsyncSMS(
+            self._transport, default_from=default_from, bulk=_bulk_run, max_segments=max_segments
+        )
 
     @property
     def base_url(self) -> str:
@@ -370,7 +379,13 @@ class AsyncOVOClient:
         client._owns_pool = owns_pool
         client._transport = transport
         client.default_from = self.default_from
-        client.sms = AsyncSMS(transport, default_from=self.default_from, bulk=_bulk_run)
+        client._max_segments = self._max_segments
+        client.sms = AsyncSMS(
+            transport,
+            default_from=self.default_from,
+            bulk=_bulk_run,
+            max_segments=self._max_segments,
+        )
         return client
 
     async def aclose(self) -> None:

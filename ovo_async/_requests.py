@@ -6,15 +6,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._errors import ValidationError
+from ._segments import count_segments
 from .models import SMSRequest
 
 _KEYS = frozenset({"to", "from", "from_", "message", "callback_url"})
 
 
-def make_request(item: Any, *, default_from: str | None, prefix: str = "") -> SMSRequest:
+def make_request(
+    item: Any, *, default_from: str | None, prefix: str = "", max_segments: int | None = None
+) -> SMSRequest:
     """An `SMSRequest` from an `SMSRequest` or a mapping, with `from_` filled from the default.
 
-    A `ValidationError` names the field under `prefix` (for example `messages[3].to`).
+    With `max_segments`, a longer message is refused. A `ValidationError` names the field
+    under `prefix` (for example `messages[3].to`).
     """
     try:
         if isinstance(item, SMSRequest):
@@ -36,6 +40,8 @@ def make_request(item: Any, *, default_from: str | None, prefix: str = "") -> SM
                 from_=default_from,
                 callback_url=request.callback_url,
             )
+        if max_segments is not None:
+            _check_segments(request.message, max_segments)
         return request
     except ValidationError as exc:
         if not prefix:
@@ -60,4 +66,19 @@ def _from_mapping(item: Mapping[Any, Any]) -> SMSRequest:
         message=item["message"],
         from_=item.get("from_", item.get("from")),
         callback_url=item.get("callback_url"),
+    )
+
+
+def _check_segments(message: str, max_segments: int) -> None:
+    info = count_segments(message)
+    if info.segments <= max_segments:
+        return
+    why = ""
+    if info.non_gsm:
+        shown = "".join(info.non_gsm[:10]) + ("..." if len(info.non_gsm) > 10 else "")
+        why = f"; it is UCS-2 because of {shown!r}, without those it could be GSM-7"
+    raise ValidationError(
+        "message",
+        f"costs {info.segments} segments ({info.encoding}, {info.units} units), more than "
+        f"max_segments={max_segments}{why}",
     )

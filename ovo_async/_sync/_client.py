@@ -40,7 +40,8 @@ class OVOClient:
 
     Everything is checked here, before any request: a bad key, header, URL, timeout or
     retry number raises `ValidationError` (the key's value is never shown). An answer
-    body larger than `max_response_bytes` (10 MiB, decompressed) is refused unread.
+    body larger than `max_response_bytes` (10 MiB, decompressed) is refused unread, and
+    with `max_segments` a message costing more SMS segments is a `ValidationError`.
     """
 
     sms: SMS
@@ -62,9 +63,10 @@ class OVOClient:
         verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
         cert: str | tuple[str, str] | tuple[str, str, str] | None = None,
         proxy: str | httpx.Proxy | None = None,
+        max_segments: int | None = None,
     ) -> None:
         try:
-            self._core = SyncCore(AsyncOVOClient(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries, retry=retry, default_from=default_from, default_headers=default_headers, http_client=http_client, transport=transport, io_backend=io_backend, max_response_bytes=max_response_bytes, verify=verify, cert=cert, proxy=proxy))
+            self._core = SyncCore(AsyncOVOClient(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries, retry=retry, default_from=default_from, default_headers=default_headers, http_client=http_client, transport=transport, io_backend=io_backend, max_response_bytes=max_response_bytes, verify=verify, cert=cert, proxy=proxy, max_segments=max_segments))
         finally:
             api_key = None
         self.sms = SMS(self)

@@ -36,9 +36,11 @@ class AsyncSMS:
         *,
         default_from: str | None,
         bulk: Callable[..., AsyncBulkRun],
+        max_segments: int | None = None,
     ) -> None:
         self._transport = transport
         self._default_from = default_from
+        self._max_segments = max_segments
         # The bulk engine sits above this layer: the client hands in its constructor.
         self._bulk = bulk
 
@@ -62,6 +64,7 @@ class AsyncSMS:
         request = make_request(
             SMSRequest(to=to, message=message, from_=from_, callback_url=callback_url),
             default_from=self._default_from,
+            max_segments=self._max_segments,
         )
         v.idempotency_key("idempotency_key", idempotency_key)
         return await self._send(request, idempotency_key)
@@ -128,7 +131,12 @@ class AsyncSMS:
                 "(use sms.send_many for larger jobs)",
             )
         return [
-            make_request(item, default_from=self._default_from, prefix=f"messages[{i}]")
+            make_request(
+                item,
+                default_from=self._default_from,
+                prefix=f"messages[{i}]",
+                max_segments=self._max_segments,
+            )
             for i, item in enumerate(items)
         ]
 

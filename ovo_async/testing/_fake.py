@@ -93,9 +93,32 @@ def _now_iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+# GSM 03.38 as its code table, written out by position (0x1B, the escape, as "\x00"):
+# the fake's own copy, so that a mistake in the SDK's counting shows up in tests.
+_GSM_TABLE = (
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x00ÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM_ESCAPED = "\f^{}\\[~]|€"
+
+
 def _segments(text: str) -> int:
-    single, multi = (160, 153) if all(ord(c) < 128 for c in text) else (70, 67)
-    return 1 if len(text) <= single else math.ceil(len(text) / multi)
+    """Segments as a carrier counts them: GSM-7 septets (escapes cost 2) or UTF-16 units
+    (surrogate pairs cost 2), 160/70 in one part, else 153/67 per part, no pair split."""
+    if all((c in _GSM_TABLE and c != "\x00") or c in _GSM_ESCAPED for c in text):
+        sizes = [2 if c in _GSM_ESCAPED else 1 for c in text]
+        single, part = 160, 153
+    else:
+        sizes = [len(c.encode("utf-16-le")) // 2 for c in text]
+        single, part = 70, 67
+    if sum(sizes) <= single:
+        return 1
+    parts, room = 0, 0
+    for size in sizes:
+        if size > room:
+            parts, room = parts + 1, part
+        room -= size
+    return parts
 
 
 class _Problem(Exception):
