@@ -26,6 +26,7 @@ from ._errors import (
     UnprocessableEntityError,
     ValidationError,
 )
+from ._phone import normalize_number
 from ._retry import RetryPolicy
 from ._segments import SegmentInfo, count_segments
 from ._validation import MAX_BATCH_SIZE
@@ -100,4 +101,5 @@ __all__ = [
     "ValidationError",
     "__version__",
     "count_segments",
+    "normalize_number",
 ]

@@ -447,10 +447,13 @@ class _Engine:
         """Validate, identify and (with a journal) replay; what is left is to be sent."""
         outcomes: list[BulkOutcome] = []
         ready: list[_Member] = []
-        default_from, max_segments = self._sms._default_from, self._sms._max_segments
+        sms = self._sms
+        default_from, max_segments, region = sms._default_from, sms._max_segments, sms._region
         for index, item in taken:
             try:
-                request = make_request(item, default_from=default_from, max_segments=max_segments)
+                request = make_request(
+                    item, default_from=default_from, max_segments=max_segments, region=region
+                )
                 ready.append((index, item, request, None))
             except ValidationError as exc:
                 outcomes.append(self._outcome(index, item, None, exc))

@@ -14,6 +14,7 @@ import httpx
 
 from . import _validation
 from ._errors import OVOError, ValidationError
+from ._phone import check_region
 from ._pool import AiohttpIO, ShardedTransport, default_ssl_context
 from ._retry import RetryPolicy
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, APIKey, Pool, Transport
@@ -255,6 +256,8 @@ class AsyncOVOClient:
     retry number raises `ValidationError` (the key's value is never shown). An answer
     body larger than `max_response_bytes` (10 MiB, decompressed) is refused unread, and
     with `max_segments` a message costing more SMS segments is a `ValidationError`.
+    `default_region` (the `phone` extra) reads `to` numbers written as people do, such as
+    `(415) 555-0123` for "US", and sends them as E.164.
     """
 
     sms: AsyncSMS
@@ -277,6 +280,7 @@ class AsyncOVOClient:
         cert: str | tuple[str, str] | tuple[str, str, str] | None = None,
         proxy: str | httpx.Proxy | None = None,
         max_segments: int | None = None,
+        default_region: str | None = None,
     ) -> None:
         held, from_env, given = _hold_key(api_key), api_key is None, type(api_key)
         # From here on no frame of ours holds the plain key: tracebacks with locals
@@ -331,8 +335,13 @@ class AsyncOVOClient:
         )
         self.default_from = default_from
         self._max_segments = max_segments
+        self._region = check_region(default_region, field="default_region")
         self.sms = AsyncSMS(
-            self._transport, default_from=default_from, bulk=_bulk_run, max_segments=max_segments
+            self._transport,
+            default_from=default_from,
+            bulk=_bulk_run,
+            max_segments=max_segments,
+            region=self._region,
         )
 
     @property
@@ -380,11 +389,13 @@ class AsyncOVOClient:
         client._transport = transport
         client.default_from = self.default_from
         client._max_segments = self._max_segments
+        client._region = self._region
         client.sms = AsyncSMS(
             transport,
             default_from=self.default_from,
             bulk=_bulk_run,
             max_segments=self._max_segments,
+            region=self._region,
         )
         return client
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._errors import ValidationError
+from ._phone import normalize_number
 from ._segments import count_segments
 from .models import SMSRequest
 
@@ -13,18 +14,24 @@ _KEYS = frozenset({"to", "from", "from_", "message", "callback_url"})
 
 
 def make_request(
-    item: Any, *, default_from: str | None, prefix: str = "", max_segments: int | None = None
+    item: Any,
+    *,
+    default_from: str | None,
+    prefix: str = "",
+    max_segments: int | None = None,
+    region: str | None = None,
 ) -> SMSRequest:
     """An `SMSRequest` from an `SMSRequest` or a mapping, with `from_` filled from the default.
 
-    With `max_segments`, a longer message is refused. A `ValidationError` names the field
+    With `region`, a mapping's `to` may be written as people do and is made E.164; with
+    `max_segments`, a longer message is refused. A `ValidationError` names the field
     under `prefix` (for example `messages[3].to`).
     """
     try:
         if isinstance(item, SMSRequest):
             request = item
         elif isinstance(item, Mapping):
-            request = _from_mapping(item)
+            request = _from_mapping(item, region)
         else:
             raise ValidationError(
                 "", f"must be an SMSRequest or a mapping, got {type(item).__name__}"
@@ -50,7 +57,7 @@ def make_request(
         raise ValidationError(field, str(exc).split(": ", 1)[1]) from None
 
 
-def _from_mapping(item: Mapping[Any, Any]) -> SMSRequest:
+def _from_mapping(item: Mapping[Any, Any], region: str | None) -> SMSRequest:
     if not _KEYS.issuperset(item):
         unknown = [key for key in item if key not in _KEYS]
         raise ValidationError(
@@ -61,8 +68,11 @@ def _from_mapping(item: Mapping[Any, Any]) -> SMSRequest:
     for key in ("to", "message"):
         if key not in item:
             raise ValidationError(key, "is required")
+    to = item["to"]
+    if region is not None:
+        to = normalize_number(to, region)
     return SMSRequest(
-        to=item["to"],
+        to=to,
         message=item["message"],
         from_=item.get("from_", item.get("from")),
         callback_url=item.get("callback_url"),

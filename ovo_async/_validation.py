@@ -34,7 +34,9 @@ def phone_number(field: str, value: Any) -> str:
         raise ValidationError(field, f"must be a string, got {type(value).__name__}")
     if E164.fullmatch(value) is None:
         raise ValidationError(
-            field, f"must be an E.164 number such as +14155550123, got {_show(value)}"
+            field,
+            f"must be an E.164 number such as +14155550123, got {_show(value)} (for national "
+            "formats set the client's default_region, or use normalize_number)",
         )
     return value
 

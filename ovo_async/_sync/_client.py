@@ -42,6 +42,8 @@ class OVOClient:
     retry number raises `ValidationError` (the key's value is never shown). An answer
     body larger than `max_response_bytes` (10 MiB, decompressed) is refused unread, and
     with `max_segments` a message costing more SMS segments is a `ValidationError`.
+    `default_region` (the `phone` extra) reads `to` numbers written as people do, such as
+    `(415) 555-0123` for "US", and sends them as E.164.
     """
 
     sms: SMS
@@ -64,9 +66,10 @@ class OVOClient:
         cert: str | tuple[str, str] | tuple[str, str, str] | None = None,
         proxy: str | httpx.Proxy | None = None,
         max_segments: int | None = None,
+        default_region: str | None = None,
     ) -> None:
         try:
-            self._core = SyncCore(AsyncOVOClient(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries, retry=retry, default_from=default_from, default_headers=default_headers, http_client=http_client, transport=transport, io_backend=io_backend, max_response_bytes=max_response_bytes, verify=verify, cert=cert, proxy=proxy, max_segments=max_segments))
+            self._core = SyncCore(AsyncOVOClient(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries, retry=retry, default_from=default_from, default_headers=default_headers, http_client=http_client, transport=transport, io_backend=io_backend, max_response_bytes=max_response_bytes, verify=verify, cert=cert, proxy=proxy, max_segments=max_segments, default_region=default_region))
         finally:
             api_key = None
         self.sms = SMS(self)

@@ -11,6 +11,7 @@ from .. import _serde
 from .. import _validation as v
 from .._errors import ValidationError
 from .._pacer import RateLimiter
+from .._phone import normalize_number
 from .._requests import make_request
 from .._transport import Transport
 from .._validation import DEFAULT_BATCH_SIZE
@@ -37,10 +38,12 @@ class AsyncSMS:
         default_from: str | None,
         bulk: Callable[..., AsyncBulkRun],
         max_segments: int | None = None,
+        region: str | None = None,
     ) -> None:
         self._transport = transport
         self._default_from = default_from
         self._max_segments = max_segments
+        self._region = region
         # The bulk engine sits above this layer: the client hands in its constructor.
         self._bulk = bulk
 
@@ -61,6 +64,8 @@ class AsyncSMS:
         sent with every attempt, so a retry cannot send the message twice on a server that
         honours it.
         """
+        if self._region is not None:
+            to = normalize_number(to, self._region)
         request = make_request(
             SMSRequest(to=to, message=message, from_=from_, callback_url=callback_url),
             default_from=self._default_from,
@@ -136,6 +141,7 @@ class AsyncSMS:
                 default_from=self._default_from,
                 prefix=f"messages[{i}]",
                 max_segments=self._max_segments,
+                region=self._region,
             )
             for i, item in enumerate(items)
         ]
