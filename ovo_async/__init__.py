@@ -7,6 +7,7 @@ have `client.sms.send`, `batch`, `retrieve` and `send_many`.
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._callbacks import parse_status_callback
 from ._client import AsyncOVOClient
 from ._errors import (
     APIConnectionError,
@@ -102,4 +103,5 @@ __all__ = [
     "__version__",
     "count_segments",
     "normalize_number",
+    "parse_status_callback",
 ]

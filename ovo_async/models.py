@@ -40,6 +40,12 @@ class MessageStatus(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    @property
+    def is_final(self) -> bool:
+        """True for statuses no later callback changes: delivered, failed, undelivered,
+        rejected."""
+        return self not in (MessageStatus.QUEUED, MessageStatus.SENT)
+
 
 def _check(check: Any) -> Any:
     def validator(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -127,6 +133,13 @@ class Message:
     created_at: datetime
     updated_at: datetime
     delivered_at: datetime | None = None
+
+    @property
+    def is_final(self) -> bool:
+        """True once the status will not change again (an unknown status counts as final:
+        no known status follows it)."""
+        status = self.status
+        return status.is_final if isinstance(status, MessageStatus) else True
 
 
 @attrs.frozen(kw_only=True)

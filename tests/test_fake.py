@@ -132,6 +132,7 @@ async def test_callbacks_in_process(fake: FakeOVO) -> None:
     fake.advance(1.0)
     fake.advance(1.0)
     fake.advance(5.0)
+    fake.wait_for_callbacks()
     assert [(c["message_id"], c["status"]) for c in received] == [
         (sent.message_id, "sent"),
         (sent.message_id, "delivered"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import queue
 import re
 import threading
 import time
@@ -140,6 +141,9 @@ class FakeOVO:
     - Faults: `fail_next(...)` and `rate_limit(...)`.
     - Inspection: `requests`, `messages`, `callbacks`.
     - It honours `Idempotency-Key`: a repeated key replays the first answer.
+    - Callbacks go out in the background, in order, with a short timeout
+      (`callback_timeout`), so `advance()` never blocks; `wait_for_callbacks()` waits
+      for them. `callback_app=` delivers them in process to your ASGI app instead.
     - `latency`: every send and batch acts at once and answers that many seconds later,
       as a slow real server does (the window in which a crash leaves a request in flight).
     """
@@ -153,6 +157,8 @@ class FakeOVO:
         real_time: bool = False,
         callback_transport: httpx.BaseTransport | None = None,
         latency: float = 0.0,
+        callback_app: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None,
+        callback_timeout: float = 2.0,
     ) -> None:
         self.api_key = api_key
         #: Seconds every send and batch waits after acting before it answers.
@@ -162,7 +168,13 @@ class FakeOVO:
         self.requests: list[RecordedRequest] = []
         self.callbacks: list[CallbackRecord] = []
         self._callback_transport = callback_transport
+        self._callback_app = callback_app
+        self.callback_timeout = callback_timeout
+        self._outbox: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
+        self._queued = 0
+        self._sender: threading.Thread | None = None
         self._lock = threading.RLock()
+        self._lock_done = threading.Condition(self._lock)
         self._stored: dict[str, _Stored] = {}
         self._unreachable: set[str] = set()
         self._faults: dict[str, deque[_Fault]] = {}
@@ -312,15 +324,54 @@ class FakeOVO:
                         due.append((m.callback_url, payload))
         if not due:
             return
-        with httpx.Client(transport=self._callback_transport, timeout=5.0) as client:
-            for url, payload in due:
+        with self._lock:
+            self._queued += len(due)
+            if self._sender is None or not self._sender.is_alive():
+                self._sender = threading.Thread(
+                    target=self._send_callbacks, name="fake-ovo-callbacks", daemon=True
+                )
+                self._sender.start()
+        for item in due:
+            self._outbox.put(item)
+
+    def wait_for_callbacks(self, timeout: float = 5.0) -> list[CallbackRecord]:
+        """Block until every callback due so far has been delivered (or has failed)."""
+        with self._lock:
+            self._lock_done.wait_for(lambda: len(self.callbacks) >= self._queued, timeout)
+            return list(self.callbacks)
+
+    def _send_callbacks(self) -> None:
+        # One thread, one connection pool, in order: a slow or dead URL delays only the
+        # callbacks behind it, never the test's own thread or event loop.
+        transport = self._callback_transport
+        with httpx.Client(transport=transport, timeout=self.callback_timeout) as client:
+            while True:
+                item = self._outbox.get()
+                if item is None:
+                    return
+                url, payload = item
                 try:
-                    response = client.post(url, json=payload)
-                    record = CallbackRecord(url, payload, status_code=response.status_code)
-                except httpx.HTTPError as exc:
+                    if self._callback_app is not None:
+                        status = self._post_in_process(url, payload)
+                    else:
+                        status = client.post(url, json=payload).status_code
+                    record = CallbackRecord(url, payload, status_code=status)
+                except Exception as exc:
                     record = CallbackRecord(url, payload, error=f"{type(exc).__name__}: {exc}")
                 with self._lock:
                     self.callbacks.append(record)
+                    self._lock_done.notify_all()
+
+    def _post_in_process(self, url: str, payload: dict[str, Any]) -> int:
+        app = self._callback_app
+        assert app is not None
+
+        async def post() -> int:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, timeout=self.callback_timeout) as c:
+                return (await c.post(url, json=payload)).status_code
+
+        return anyio.run(post)
 
     # ---- the ASGI app ---------------------------------------------------------------
 
