@@ -27,6 +27,7 @@ from ._errors import (
     UnprocessableEntityError,
     ValidationError,
 )
+from ._estimate import CampaignEstimate, estimate
 from ._phone import normalize_number
 from ._retry import RetryPolicy
 from ._segments import SegmentInfo, count_segments
@@ -82,6 +83,7 @@ __all__ = [
     "BulkOutcome",
     "BulkProgress",
     "BulkRun",
+    "CampaignEstimate",
     "ConflictError",
     "ErrorDetail",
     "InternalServerError",
@@ -102,6 +104,7 @@ __all__ = [
     "ValidationError",
     "__version__",
     "count_segments",
+    "estimate",
     "normalize_number",
     "parse_status_callback",
 ]

@@ -65,6 +65,21 @@ class SMS:
         """Fetch a message and its current status by id. Unknown ids raise `NotFoundError`."""
         return self._client._core.run(lambda c: c.sms.retrieve(message_id))
 
+    def wait_until_final(
+        self,
+        message_id: str,
+        *,
+        timeout: float = 300.0,
+        interval: float = 2.0,
+    ) -> Message:
+        """Poll `retrieve` until the message's status is final (delivered, failed,
+        undelivered, rejected, or one the SDK does not know), and return it.
+
+        For scripts without a callback endpoint. Checks every `interval` seconds; raises
+        `APITimeoutError` if the status is still changing after `timeout` seconds.
+        """
+        return self._client._core.run(lambda c: c.sms.wait_until_final(message_id, timeout=timeout, interval=interval))
+
     def send_many(
         self,
         messages: Iterable[SMSRequest | Mapping[str, Any]] | AsyncIterable[SMSRequest | Mapping[str, Any]],

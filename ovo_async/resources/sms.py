@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from .. import _serde
 from .. import _validation as v
-from .._errors import ValidationError
+from .._errors import APITimeoutError, ValidationError
 from .._pacer import RateLimiter
 from .._phone import normalize_number
 from .._requests import make_request
@@ -152,6 +152,33 @@ class AsyncSMS:
         return await self._transport.request(
             "GET", "/sms/" + quote(message_id, safe=""), parse=_MESSAGE
         )
+
+    async def wait_until_final(
+        self, message_id: str, *, timeout: float = 300.0, interval: float = 2.0
+    ) -> Message:
+        """Poll `retrieve` until the message's status is final (delivered, failed,
+        undelivered, rejected, or one the SDK does not know), and return it.
+
+        For scripts without a callback endpoint. Checks every `interval` seconds; raises
+        `APITimeoutError` if the status is still changing after `timeout` seconds.
+        """
+        v.message_id("message_id", message_id)
+        limit = v.seconds("timeout", timeout, allow_zero=False)
+        every = v.seconds("interval", interval, allow_zero=False)
+        import anyio  # on first use: `import ovo_async` does not load anyio
+
+        deadline = anyio.current_time() + limit
+        while True:
+            message = await self.retrieve(message_id)
+            if message.is_final:
+                return message
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                raise APITimeoutError(
+                    f"message {message_id!r} is still {message.status} after {limit:g} s",
+                    may_have_been_sent=False,
+                )
+            await anyio.sleep(min(every, remaining))
 
     def send_many(
         self,

@@ -31,8 +31,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-_PHONE = re.compile(r"^\+[1-9]\d{1,14}$")
-_ALPHA_SENDER = re.compile(r"^[A-Za-z0-9 ]{1,11}$")
+# \Z, not $: `$` also matches before a trailing newline, which a real server refuses.
+_PHONE = re.compile(r"\A\+[1-9][0-9]{1,14}\Z")
+_ALPHA_SENDER = re.compile(r"\A[A-Za-z0-9 ]{1,11}\Z")
 MAX_BATCH = 1000
 ENDPOINTS = ("send", "batch", "retrieve")
 
@@ -220,6 +221,15 @@ class FakeOVO:
         """
         if endpoint != "*" and endpoint not in ENDPOINTS:
             raise ValueError(f"endpoint must be one of {ENDPOINTS} or '*', got {endpoint!r}")
+        if status is not None and (
+            isinstance(status, bool)
+            or not isinstance(status, int)
+            or not 200 <= status <= 599
+            or status == 304
+        ):
+            # 1xx is not a final answer and 304 cannot carry a body: no server sends those
+            # in reply to a POST, and the fake would have to lie about the wire to do it.
+            raise ValueError(f"status must be None or 200-599 (not 304), got {status!r}")
         fault = _Fault(None if drop else status, retry_after, delay, drop, body)
         with self._lock:
             self._faults.setdefault(endpoint, deque()).extend([fault] * times)
@@ -268,8 +278,21 @@ class FakeOVO:
 
     @contextmanager
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-        """Serve on loopback in a background thread; yields the base URL (…/v1)."""
+        """Serve on loopback in a background thread; yields the base URL (…/v1).
+
+        Only a loopback host is accepted: the fake takes any key and must not be
+        reachable from the network.
+        """
+        import ipaddress
+
         from ._server import serve
+
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(f"FakeOVO serves on loopback only, not {host!r}")
 
         with serve(self, host, port) as url:
             yield url
@@ -456,12 +479,11 @@ class FakeOVO:
                     status = fault.status
                     return status, fault.body, extra
                 raise _Problem(fault.status, "injected_fault", "fault injected by FakeOVO")
-            status, payload = self._idempotent_act(endpoint, arg, headers, body)
-            if self.latency and endpoint != "retrieve":
-                await anyio.sleep(self.latency)
+            # Acted on, then answered late: the case where a timeout costs money.
+            hold = self.latency if endpoint != "retrieve" else 0.0
             if fault is not None and fault.delay:
-                # Acted on already: a slow answer, the case where a timeout costs money.
-                await anyio.sleep(fault.delay)
+                hold += fault.delay
+            status, payload = await self._idempotent_act(endpoint, arg, headers, body, hold)
             if fault is not None and fault.drop:
                 extra["x-fake-drop"] = "1"
             return status, payload, extra
@@ -513,14 +535,24 @@ class FakeOVO:
                 wait = 1.0 - (now - self._rate_hits[0])
             return _seconds(wait)
 
-    def _idempotent_act(
-        self, endpoint: str, arg: str | None, headers: dict[str, str], body: Any
+    async def _idempotent_act(
+        self, endpoint: str, arg: str | None, headers: dict[str, str], body: Any, hold: float
     ) -> tuple[int, Any]:
+        """Act once per key; `hold` seconds pass between acting and answering.
+
+        While a request is being answered, another with its key gets a 409, as from a real
+        server; once answered, a repeat gets the first answer (422 if its body differs).
+        """
         key = headers.get("idempotency-key") if endpoint != "retrieve" else None
         if key is None:
-            return self._act(endpoint, arg, body)
+            result = self._act(endpoint, arg, body)
+            if hold:
+                await anyio.sleep(hold)
+            return result
         fingerprint = endpoint + json.dumps(body, sort_keys=True)
         with self._lock:
+            if key in self._in_flight:
+                raise _Problem(409, "idempotency_conflict", "a request with this key is in flight")
             seen = self._idempotent.get(key)
             if seen is not None:
                 if seen[0] != fingerprint:
@@ -531,16 +563,17 @@ class FakeOVO:
                         "Idempotency-Key",
                     )
                 return seen[1], seen[2]
-            if key in self._in_flight:
-                raise _Problem(409, "idempotency_conflict", "a request with this key is in flight")
             self._in_flight.add(key)
         try:
             status, payload = self._act(endpoint, arg, body)
             with self._lock:
+                # Acted on: remembered at once, even if the answer never gets out.
                 self._idempotent[key] = (fingerprint, status, payload)
+            if hold:
+                await anyio.sleep(hold)
             return status, payload
         finally:
-            # Rejected input is not remembered: the caller may fix it and retry.
+            # Rejected input is not remembered (see _act): the caller may fix it and retry.
             with self._lock:
                 self._in_flight.discard(key)
 
