@@ -1,23 +1,31 @@
-"""`python -m ovo_async demo` (or `ovo demo`): the SDK end to end against a local fake."""
+"""`ovo` (or `python -m ovo_async`): the command line. `ovo --help` lists the commands.
+
+The commands need the `cli` extra (click and rich); `ovo demo` runs without it.
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+INSTALL = "pip install 'ovo-async[cli]'"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ovo", description="ovo-async command line")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
-        "demo", help="send SMS through a fake OVO server on loopback (no real messages)"
-    )
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        from ._demo import run
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        from ._cli import cli
+    except ImportError:
+        if args[:1] == ["demo"]:
+            from ._demo import run
 
-        return run()
-    return 2  # pragma: no cover - argparse rejects unknown commands
+            return run()
+        sys.stderr.write(f"ovo: the command line needs the cli extra: {INSTALL}\n")
+        return 2
+    try:
+        cli.main(args=args, prog_name="ovo", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":

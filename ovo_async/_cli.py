@@ -1,0 +1,348 @@
+"""The `ovo` command: send, estimate and run CSV campaigns from a shell.
+
+Built on click and rich (the `cli` extra). Configuration comes from `OVO_API_KEY` and
+`OVO_BASE_URL` (never a key on the command line, where `ps` shows it) and from flags.
+Exit status: 0 when everything was sent, 1 when anything failed or the run was stopped,
+2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import signal
+import string
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from ._errors import OVOError, ValidationError
+
+__all__ = ["cli"]
+
+EXAMPLE_SEND_MANY = (
+    "Example:\n\n"
+    "    export OVO_API_KEY=sk_live_...\n\n"
+    "    ovo send-many customers.csv --message 'Hi {name}, your order shipped' \\\n"
+    "        --from MyShop --region GB --journal run.sqlite --results results.csv"
+)
+
+
+def _client(**options: Any) -> Any:
+    from ._sync import OVOClient
+
+    try:
+        return OVOClient(**options)
+    except OVOError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _template_fields(template: str) -> list[str]:
+    try:
+        return [field for _, field, _, _ in string.Formatter().parse(template) if field]
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc}", param_hint="--message") from None
+
+
+class _Rows:
+    """A CSV campaign read lazily: one send_many item per row, rows rendered on the way."""
+
+    def __init__(self, path: Path, template: str, to_column: str, sender: str | None) -> None:
+        self.path, self.template, self.to_column, self.sender = path, template, to_column, sender
+        self.stop_requested = False
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+        missing = [c for c in [to_column, *_template_fields(template)] if c not in header]
+        if missing:
+            raise click.UsageError(
+                f"{path} has no column {missing[0]!r} (its columns: {', '.join(header) or 'none'})"
+            )
+
+    def count(self) -> int:
+        with self.path.open(newline="", encoding="utf-8-sig") as f:
+            return sum(1 for _ in csv.DictReader(f))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        with self.path.open(newline="", encoding="utf-8-sig") as f:
+            for row in csv.DictReader(f):
+                if self.stop_requested:
+                    return  # Ctrl-C: take no more rows, let those in flight finish
+                item: dict[str, Any] = {
+                    "to": row.get(self.to_column) or "",
+                    "message": self.template.format_map({k: v or "" for k, v in row.items() if k}),
+                }
+                if self.sender:
+                    item["from"] = self.sender
+                yield item
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """ovo: send SMS through the OVO API from a shell (OVO_API_KEY, OVO_BASE_URL)."""
+
+
+@cli.command()
+@click.option("--to", required=True, help="Recipient, E.164 or national with --region.")
+@click.option("--message", required=True, help="The text to send.")
+@click.option("--from", "sender", help="Sender ID or number (default: OVO's default).")
+@click.option("--region", help="Region for national numbers, such as GB (the phone extra).")
+@click.option("--callback-url", help="URL to receive status callbacks.")
+def send(
+    to: str, message: str, sender: str | None, region: str | None, callback_url: str | None
+) -> None:
+    """Send one SMS and print its id and status.
+
+    Example: ovo send --to '+44 7700 900123' --from MyShop --message 'Hi'
+    """
+    with _client(default_region=region) as client:
+        try:
+            sent = client.sms.send(to=to, from_=sender, message=message, callback_url=callback_url)
+        except ValidationError as exc:
+            raise click.UsageError(str(exc)) from None
+        except OVOError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+    click.echo(f"{sent.message_id} {sent.status}")
+
+
+@cli.command()
+@click.argument("message_id")
+@click.option("--wait", is_flag=True, help="Poll until the status is final.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait may take.")
+def status(message_id: str, wait: bool, timeout: float) -> None:
+    """Print a message's status (with --wait, its final status).
+
+    Example: ovo status sm_0123456789 --wait
+    """
+    with _client() as client:
+        try:
+            if wait:
+                message = client.sms.wait_until_final(message_id, timeout=timeout)
+            else:
+                message = client.sms.retrieve(message_id)
+        except ValidationError as exc:
+            raise click.UsageError(str(exc)) from None
+        except OVOError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+    click.echo(f"{message.message_id} {message.status} segments={message.segments}")
+
+
+def _campaign_options(command: Any) -> Any:
+    for option in reversed(
+        [
+            click.argument(
+                "csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+            ),
+            click.option("--message", "template", required=True, help="Template, {column} fields."),
+            click.option("--to-column", default="to", show_default=True, help="Number column."),
+            click.option("--region", help="Region for national numbers, such as GB."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+@cli.command()
+@_campaign_options
+def estimate(csv_file: Path, template: str, to_column: str, region: str | None) -> None:
+    """Count what a campaign costs, without sending: messages, segments, encodings.
+
+    Example: ovo estimate customers.csv --message 'Hi {name}' --region GB
+    """
+    from ._estimate import estimate as run_estimate
+
+    rows = _Rows(csv_file, template, to_column, "OVO")
+    try:
+        result = run_estimate(rows, default_region=region)
+    except ValidationError as exc:
+        raise click.UsageError(str(exc)) from None
+    _print_estimate(result)
+
+
+def _print_estimate(result: Any) -> None:
+    click.echo(f"messages: {result.messages}")
+    click.echo(f"segments: {result.segments}")
+    click.echo(f"GSM-7: {result.gsm7}")
+    click.echo(f"UCS-2: {result.ucs2}")
+    if result.non_gsm:
+        click.echo("UCS-2 because of: " + " ".join(repr(c) for c in result.non_gsm[:20]))
+    click.echo(f"invalid rows: {result.invalid}")
+    for index, error in result.errors[:10]:
+        click.echo(f"  row {index + 1}: {error}")
+
+
+@cli.command("send-many", epilog=EXAMPLE_SEND_MANY)
+@_campaign_options
+@click.option("--from", "sender", help="Sender ID or number for every row.")
+@click.option("--rate", type=float, help="Messages per second at most.")
+@click.option("--batch-size", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--journal", type=click.Path(dir_okay=False, path_type=Path), help="Resume file.")
+@click.option("--results", type=click.Path(dir_okay=False, path_type=Path), help="Results CSV.")
+@click.option("--dry-run", is_flag=True, help="Validate and estimate; send nothing.")
+def send_many(
+    csv_file: Path,
+    template: str,
+    to_column: str,
+    region: str | None,
+    sender: str | None,
+    rate: float | None,
+    batch_size: int,
+    journal: Path | None,
+    results: Path | None,
+    dry_run: bool,
+) -> None:
+    """Send one SMS per CSV row, with progress, a results file and a resume journal.
+
+    Ctrl-C stops taking rows, lets those in flight finish, and prints a summary; run the
+    same command with the same --journal to finish without sending anything twice.
+    """
+    rows = _Rows(csv_file, template, to_column, sender)
+    if dry_run:
+        from ._estimate import estimate as run_estimate
+
+        result = run_estimate(rows, default_region=region)
+        _print_estimate(result)
+        sys.exit(1 if result.invalid else 0)
+    total = rows.count()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if rows.stop_requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        rows.stop_requested = True
+
+    signal.signal(signal.SIGINT, on_sigint)
+    sent = failed = 0
+    started = time.monotonic()
+    out: TextIO | None = None
+    try:
+        with _client(default_region=region) as client:
+            writer = None
+            if results is not None:
+                out = results.open("w", newline="", encoding="utf-8")
+                writer = csv.writer(out)
+                writer.writerow(["row", "to", "message_id", "status", "error"])
+            prefix = f"ovo-{journal.stem}"[:60] if journal is not None else None
+            try:
+                run = client.sms.send_many(
+                    rows,
+                    batch_size=batch_size,
+                    rate_limit=rate,
+                    journal=journal,
+                    idempotency_prefix=prefix,
+                )
+            except ValidationError as exc:
+                raise click.UsageError(str(exc)) from None
+            with run, _Display(total) as display:
+                for outcome in run:
+                    request = outcome.request
+                    to = getattr(request, "to", None) or (
+                        request.get("to", "") if isinstance(request, dict) else ""
+                    )
+                    if outcome.ok:
+                        sent += 1
+                        message = outcome.message
+                        row = [message.message_id, str(message.status), ""]
+                    else:
+                        failed += 1
+                        row = ["", "failed", str(outcome.error)]
+                    if writer is not None:
+                        writer.writerow([outcome.index + 1, to, *row])
+                    display.update(sent + failed, failed)
+    except KeyboardInterrupt:
+        rows.stop_requested = True
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if out is not None:
+            out.close()
+    elapsed = time.monotonic() - started
+    stopped = rows.stop_requested
+    click.echo(
+        f"{'stopped' if stopped else 'done'}: {sent} sent, {failed} failed, "
+        f"{total - sent - failed} not sent, in {elapsed:.1f} s"
+        + (f"; run again with --journal {journal} to finish" if stopped and journal else ""),
+        err=stopped,
+    )
+    sys.exit(0 if failed == 0 and not stopped else 1)
+
+
+class _Display:
+    """A rich progress bar (total, rate, ETA) on a terminal; plain lines otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.tty = sys.stdout.isatty()
+        self._progress: Any = None
+        self._task: Any = None
+        self._next_line = 0
+
+    def __enter__(self) -> _Display:
+        if self.tty:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("sending"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} msg/s"),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[failed]} failed"),
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("send", total=self.total, rate="-", failed=0)
+        return self
+
+    def update(self, done: int, failed: int) -> None:
+        if self._progress is not None:
+            task = self._progress.tasks[0]
+            speed = task.speed
+            rate = f"{speed:,.0f}" if speed else "-"
+            self._progress.update(self._task, completed=done, rate=rate, failed=failed)
+        elif done >= self._next_line or done == self.total:
+            click.echo(f"{done}/{self.total} done, {failed} failed")
+            self._next_line = done + max(1, self.total // 10)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+@cli.command()
+@click.option("--port", default=8787, show_default=True, help="Port on 127.0.0.1 (0: any).")
+def fake(port: int) -> None:
+    """Serve a fake OVO API on loopback, for trying things out (no real SMS).
+
+    Example: eval "$(ovo fake --port 8787 | head -2)" in one shell, ovo send ... in another.
+    """
+    import threading
+
+    from .testing import FakeOVO
+
+    key = "sk_fake_key"
+    with FakeOVO(api_key=key).serve("127.0.0.1", port) as url:
+        click.echo(f"OVO_BASE_URL={url}")
+        click.echo(f"OVO_API_KEY={key}")
+        click.echo("# serving a fake OVO API; Ctrl-C stops it", err=True)
+        sys.stdout.flush()
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+@cli.command()
+def demo() -> None:
+    """Send SMS through a fake OVO server on loopback (no real messages)."""
+    from ._demo import run
+
+    sys.exit(run())

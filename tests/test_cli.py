@@ -1,0 +1,325 @@
+"""The `ovo` command, run as users run it: subprocesses, a real terminal, Ctrl-C."""
+
+from __future__ import annotations
+
+import csv
+import os
+import pty
+import random
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ovo_async import count_segments
+from ovo_async.testing import FakeOVO
+
+ROOT = Path(__file__).resolve().parent.parent
+OVO = [sys.executable, "-m", "ovo_async"]
+TEMPLATE = "Hi {name}, your code is {code}"
+
+
+def write_campaign(path: Path, rows: int = 2000, seed: int = 13) -> dict[str, int]:
+    """A CSV as people have them: mixed number formats, bad rows, duplicate rows.
+
+    Returns how many times each valid (number, text) should be sent.
+    """
+    rng = random.Random(seed)
+    expected: Counter[str] = Counter()
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["to", "name", "code"])
+        previous: list[str] | None = None
+        for i in range(rows):
+            n = 5550000 + i
+            formats = [
+                f"+1415{n:07d}",
+                f"(415) {n // 10000:03d}-{n % 10000:04d}",
+                f"415.{n // 10000:03d}.{n % 10000:04d}",
+            ]
+            row = [rng.choice(formats), f"Name{i}", f"{i:04d}"]
+            if i % 97 == 5:
+                row[0] = "call me"  # invalid number
+            elif i % 101 == 7:
+                row[0] = "415 555"  # too short
+            elif i % 50 == 9 and previous is not None:
+                row = list(previous)  # an exact duplicate row: sent once per row
+            writer.writerow(row)
+            previous = row
+            if row[0] not in ("call me", "415 555"):
+                digits = "".join(c for c in row[0] if c.isdigit())
+                e164 = "+" + (
+                    digits if digits.startswith("1") and len(digits) == 11 else "1" + digits
+                )
+                expected[f"{e164}|{TEMPLATE.format(name=row[1], code=row[2])}"] += 1
+    return dict(expected)
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[FakeOVO, dict[str, str]]]:
+    fake = FakeOVO(latency=0.02)
+    with fake.serve() as url:
+        env = dict(os.environ, OVO_BASE_URL=url, OVO_API_KEY="k", COLUMNS="100")
+        yield fake, env
+
+
+def stored(fake: FakeOVO) -> Counter[str]:
+    return Counter(f"{m['to']}|{m['message']}" for m in fake.messages)
+
+
+def test_a_campaign_sends_once_per_valid_row_and_reports_every_row(
+    served: tuple[FakeOVO, dict[str, str]], tmp_path: Path
+) -> None:
+    fake, env = served
+    campaign, results = tmp_path / "c.csv", tmp_path / "results.csv"
+    expected = write_campaign(campaign)
+    done = subprocess.run(
+        [
+            *OVO,
+            "send-many",
+            str(campaign),
+            "--message",
+            TEMPLATE,
+            "--region",
+            "US",
+            "--from",
+            "Shop",
+            "--results",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr  # some rows are invalid
+    assert stored(fake) == expected
+    with results.open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(int(r["row"]) for r in rows) == list(range(1, 2001))
+    assert list(rows[0]) == ["row", "to", "message_id", "status", "error"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 2000 - sum(expected.values())
+    assert all(r["error"].startswith("to:") for r in failed)
+    assert "\x1b[" not in done.stdout  # piped: plain lines, no progress bar
+    assert "2000/2000 done" in done.stdout
+
+
+def test_exit_status_zero_when_all_sent_and_two_for_usage(
+    served: tuple[FakeOVO, dict[str, str]], tmp_path: Path
+) -> None:
+    _, env = served
+    clean = tmp_path / "clean.csv"
+    clean.write_text("to,name,code\n+14155550123,Ann,1\n+14155550124,Bob,2\n")
+
+    def ovo(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*OVO, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+
+    assert ovo("send-many", str(clean), "--message", TEMPLATE, "--from", "Shop").returncode == 0
+    usage = [
+        ("send-many", str(clean), "--message", "Hi {nom}", "--from", "Shop"),  # no such column
+        ("send-many", str(tmp_path / "missing.csv"), "--message", "x"),
+        ("send-many", str(clean)),  # no --message
+        ("send", "--to", "nope", "--message", "Hi", "--from", "Shop"),
+        ("frobnicate",),
+    ]
+    for args in usage:
+        assert ovo(*args).returncode == 2, args
+    sent = ovo("send", "--to", "+14155550123", "--message", "Hi", "--from", "Shop")
+    assert sent.returncode == 0 and sent.stdout.split()[1] == "queued"
+    message_id = sent.stdout.split()[0]
+    assert ovo("status", message_id).stdout.startswith(f"{message_id} queued")
+    assert ovo("status", "sm_nope").returncode == 1
+
+
+def test_ctrl_c_halfway_then_the_same_journal_finishes_without_sending_twice(
+    served: tuple[FakeOVO, dict[str, str]], tmp_path: Path
+) -> None:
+    fake, env = served
+    campaign, journal = tmp_path / "c.csv", tmp_path / "run.sqlite"
+    expected = write_campaign(campaign)
+    command = [
+        *OVO,
+        "send-many",
+        str(campaign),
+        "--message",
+        TEMPLATE,
+        "--region",
+        "US",
+        "--from",
+        "Shop",
+        "--batch-size",
+        "20",
+        "--journal",
+        str(journal),
+    ]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    # Plain progress lines come every tenth of the rows: stop after the second one.
+    lines = [proc.stdout.readline(), proc.stdout.readline()]
+    assert all("done" in line for line in lines), lines
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "stopped:" in err and "--journal" in err
+    partial = stored(fake)
+    assert 0 < sum(partial.values()) < sum(expected.values())
+    again = subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False
+    )
+    assert again.returncode == 1  # the invalid rows
+    assert stored(fake) == expected  # every valid row exactly once, across both runs
+
+
+def test_estimate_agrees_with_count_segments(
+    served: tuple[FakeOVO, dict[str, str]], tmp_path: Path
+) -> None:
+    _, env = served
+    campaign = tmp_path / "c.csv"
+    expected = write_campaign(campaign, rows=300)
+    template = TEMPLATE + " \u2019 " + "x" * 60
+    done = subprocess.run(
+        [*OVO, "estimate", str(campaign), "--message", template, "--region", "US"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = dict(
+        line.split(": ", 1)
+        for line in done.stdout.splitlines()
+        if ": " in line and not line.startswith("  ")
+    )
+    with campaign.open() as f:
+        rendered = [template.format(**row) for row in csv.DictReader(f)]
+    valid_rows = sum(expected.values())
+    assert int(report["messages"]) == valid_rows
+    assert int(report["invalid rows"]) == 300 - valid_rows
+    per_text = {text: count_segments(text).segments for text in rendered}
+    with campaign.open() as f:
+        valid_texts = [
+            template.format(**row)
+            for row in csv.DictReader(f)
+            if row["to"] not in ("call me", "415 555")
+        ]
+    assert int(report["segments"]) == sum(per_text[t] for t in valid_texts)
+    assert int(report["UCS-2"]) == valid_rows and int(report["GSM-7"]) == 0
+
+
+def test_progress_bar_on_a_terminal(served: tuple[FakeOVO, dict[str, str]], tmp_path: Path) -> None:
+    _, env = served
+    campaign = tmp_path / "c.csv"
+    write_campaign(campaign, rows=400)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            *OVO,
+            "send-many",
+            str(campaign),
+            "--message",
+            TEMPLATE,
+            "--region",
+            "US",
+            "--from",
+            "Shop",
+            "--batch-size",
+            "10",
+        ],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=dict(env, TERM="xterm"),
+        cwd=ROOT,
+    )
+    os.close(slave)
+    screen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        proc.wait(30)
+    text = screen.decode("utf-8", "replace")
+    assert "/400" in text  # the total
+    assert "msg/s" in text  # the rate
+    assert "ETA" in text
+    assert "\x1b[" in text  # drawn, not printed line by line
+    assert "done:" in text  # and a summary at the end
+
+
+def test_ovo_fake_prints_its_settings(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [*OVO, "fake", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    try:
+        lines = [proc.stdout.readline().strip(), proc.stdout.readline().strip()]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=15)
+    assert lines[0].startswith("OVO_BASE_URL=http://127.0.0.1:")
+    assert lines[1].startswith("OVO_API_KEY=")
+
+
+@pytest.mark.parametrize("command", ["send", "send-many", "estimate", "status", "fake", "demo"])
+def test_every_command_has_help(command: str) -> None:
+    done = subprocess.run(
+        [*OVO, command, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=30, check=False
+    )
+    assert done.returncode == 0 and "Usage: ovo" in done.stdout
+    if command != "demo":
+        assert "Example" in done.stdout or "example" in done.stdout
+
+
+def test_without_the_cli_extra_it_says_which_to_install() -> None:
+    code = (
+        "import sys; sys.modules['click'] = None\n"
+        "from ovo_async.__main__ import main\n"
+        "sys.exit(main(['send']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "ovo-async[cli]" in done.stderr
