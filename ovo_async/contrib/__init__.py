@@ -1,0 +1,1 @@
+"""Integrations that need extras: `ovo_async.contrib.redis` (the `redis` extra)."""

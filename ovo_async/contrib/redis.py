@@ -1,0 +1,138 @@
+"""One rate limit and one pause gate for a whole fleet of senders, kept in Redis.
+
+`send_many(..., rate_limiter=RedisRateLimiter(url, rate=2000))` in every worker process
+of every machine: together they send at most `rate` messages per second (bursting one
+second's worth), and a 429 seen by any of them pauses all of them for its Retry-After.
+The bucket and the gate are computed inside Redis by one Lua script on the Redis
+server's clock (`TIME`), so the hosts' clocks do not matter. Needs the `redis` extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from .._errors import OVOError, ValidationError
+
+__all__ = ["RedisRateLimiter"]
+
+# KEYS[1]: the bucket (hash: tokens, ts); KEYS[2]: the gate (resume time).
+# ARGV[1]: "acquire" (rate, capacity, n) or "pause" (seconds). Times in microseconds
+# of the server's clock. Returns how long to wait before asking again (0: granted).
+SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local resume = tonumber(redis.call('GET', KEYS[2]) or '0')
+if ARGV[1] == 'pause' then
+  local until_ = now + math.floor(tonumber(ARGV[2]) * 1000000)
+  if until_ > resume then
+    redis.call('SET', KEYS[2], until_, 'PX', math.ceil((until_ - now) / 1000) + 60000)
+    resume = until_
+  end
+  -- The bucket restarts empty when the gate opens: no burst follows a pause.
+  redis.call('HSET', KEYS[1], 'tokens', 0, 'ts', resume)
+  redis.call('PEXPIRE', KEYS[1], 3600000)
+  return 0
+end
+if resume > now then
+  return resume - now
+end
+local rate = tonumber(ARGV[2])
+local capacity = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or capacity)
+local ts = tonumber(redis.call('HGET', KEYS[1], 'ts') or now)
+if now > ts then
+  tokens = math.min(capacity, tokens + (now - ts) * rate / 1000000)
+  ts = now
+end
+local need = math.min(n, capacity)
+local wait = 0
+if tokens >= need then
+  tokens = tokens - n  -- a take larger than the burst leaves a debt
+else
+  wait = math.ceil((need - tokens) * 1000000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(ts))
+redis.call('PEXPIRE', KEYS[1], 3600000)
+return wait
+"""
+
+
+class RedisRateLimiter:
+    """A `rate_limiter` for `send_many` shared by every process using `redis_url` and `name`.
+
+    `rate` is messages per second for all of them together; `name` scopes the keys, so
+    several campaigns or accounts can share one Redis. Use it under asyncio.
+    """
+
+    def __init__(self, redis_url: str, *, rate: float, name: str = "ovo") -> None:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+            raise ValidationError("rate", f"must be messages per second, got {rate!r}")
+        if not math.isfinite(rate) or rate <= 0:
+            raise ValidationError("rate", f"must be a finite number > 0, got {rate!r}")
+        if (
+            not isinstance(name, str)
+            or not 0 < len(name) <= 100
+            or not name.isascii()
+            or not name.isprintable()
+            or " " in name
+        ):
+            raise ValidationError("name", f"must be 1-100 printable ASCII characters, got {name!r}")
+        if not isinstance(redis_url, str) or not redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValidationError("redis_url", "must be a redis://, rediss:// or unix:// URL")
+        try:
+            import redis.asyncio  # noqa: F401
+        except ImportError:
+            raise OVOError(
+                "RedisRateLimiter needs the redis extra: pip install 'ovo-async[redis]'"
+            ) from None
+        self.rate = float(rate)
+        self.capacity = max(self.rate, 1.0)
+        self.name = name
+        self._url = redis_url
+        self._keys = [f"{name}:bucket", f"{name}:gate"]
+        # redis.asyncio connections belong to one event loop: one client per loop.
+        self._clients: dict[int, tuple[Any, Any]] = {}
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    def __repr__(self) -> str:
+        return f"RedisRateLimiter(rate={self.rate:g}, name={self.name!r})"
+
+    def _script(self) -> Any:
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(id(loop))
+        if entry is None or entry[0] is not loop:
+            import redis.asyncio
+
+            client = redis.asyncio.Redis.from_url(self._url)
+            entry = (loop, client.register_script(SCRIPT))
+            self._clients = {id(loop): entry}
+        return entry[1]
+
+    async def acquire(self, n: int) -> None:
+        """Wait for the fleet's gate, then for `n` messages' worth of tokens."""
+        if self._pending:  # a pause this process asked for must be in Redis first
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        script = self._script()
+        while True:
+            wait_us = int(
+                await script(keys=self._keys, args=["acquire", self.rate, self.capacity, n])
+            )
+            if wait_us <= 0:
+                return
+            await asyncio.sleep(wait_us / 1_000_000)
+
+    def pause(self, seconds: float) -> None:
+        """Close the fleet's gate for `seconds` (from a 429's Retry-After)."""
+        if not seconds > 0 or not math.isfinite(seconds):
+            return
+        task = asyncio.get_running_loop().create_task(self._pause(seconds))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _pause(self, seconds: float) -> None:
+        await self._script()(keys=self._keys, args=["pause", seconds])
