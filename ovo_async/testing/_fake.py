@@ -260,6 +260,11 @@ class FakeOVO:
                 self._real_time = True
 
     @property
+    def message_count(self) -> int:
+        """How many messages are stored: cheap, for polling while a campaign runs."""
+        return len(self._stored)
+
+    @property
     def messages(self) -> list[dict[str, Any]]:
         """Every stored message as the API would show it, oldest first."""
         with self._lock:

@@ -1,0 +1,116 @@
+"""Campaigns on Celery workers: shards, one client per worker process, safe redelivery.
+
+    from celery import Celery
+    from ovo_async.contrib.celery import register, shards
+
+    app = Celery("campaigns", broker="redis://127.0.0.1:6379/0")
+    send_shard = register(app, redis_url="redis://127.0.0.1:6379/1", rate=2000)
+
+    for shard in shards(rows, size=1000):          # in the launcher
+        send_shard.delay(shard, campaign="black-friday")
+
+Each shard runs `send_many` with keys derived from each message's identity and the
+campaign name, so the same message always carries the same idempotency key. The task is
+`acks_late` and rejected when its worker dies, so a worker killed mid-shard gets its
+shard redelivered, and the keys make the resend harmless on a server that honours them
+(the client retries what may have been sent only for that reason). All workers share one
+rate limit and one pause gate in Redis (`RedisRateLimiter`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .._retry import RetryPolicy
+
+__all__ = ["register", "send_shard", "shards", "worker_client"]
+
+_clients: dict[int, Any] = {}
+
+
+def worker_client(**options: Any) -> Any:
+    """This worker process's `OVOClient`, made on first use after the fork (one per pid).
+
+    Safe redelivery needs the server to honour idempotency keys, so unless `retry` is
+    given the client re-sends what may have been sent, with the same key.
+    """
+    pid = os.getpid()
+    client = _clients.get(pid)
+    if client is None:
+        from .._sync import OVOClient
+
+        options.setdefault("retry", RetryPolicy(retry_non_idempotent=True))
+        client = OVOClient(**options)
+        _clients.clear()  # a parent's client is not ours to use or close
+        _clients[pid] = client
+    return client
+
+
+def shards(items: Iterable[Any], size: int = 1000) -> Iterator[list[Any]]:
+    """Split a campaign into lists of `size` items for tasks (lazily)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    shard: list[Any] = []
+    for item in items:
+        shard.append(item)
+        if len(shard) == size:
+            yield shard
+            shard = []
+    if shard:
+        yield shard
+
+
+def send_shard(
+    rows: list[dict[str, Any]],
+    *,
+    campaign: str,
+    redis_url: str | None = None,
+    rate: float | None = None,
+    client_options: dict[str, Any] | None = None,
+    **send_many_options: Any,
+) -> dict[str, int]:
+    """Send one shard; return counts (`sent`, `failed`, `may_have_been_sent`).
+
+    `campaign` prefixes every idempotency key. With `redis_url` and `rate`, the fleet
+    shares one `RedisRateLimiter` named after the campaign.
+    """
+    client = worker_client(**(client_options or {}))
+    if redis_url is not None and rate is not None:
+        from .redis import RedisRateLimiter
+
+        send_many_options["rate_limiter"] = RedisRateLimiter(redis_url, rate=rate, name=campaign)
+    counts = {"sent": 0, "failed": 0, "may_have_been_sent": 0}
+    with client.sms.send_many(rows, idempotency_prefix=campaign, **send_many_options) as run:
+        for outcome in run:
+            if outcome.ok:
+                counts["sent"] += 1
+            else:
+                counts["failed"] += 1
+                counts["may_have_been_sent"] += bool(outcome.error.may_have_been_sent)
+    return counts
+
+
+def register(
+    app: Any,
+    *,
+    name: str = "ovo.send_shard",
+    redis_url: str | None = None,
+    rate: float | None = None,
+    client_options: dict[str, Any] | None = None,
+) -> Any:
+    """Register the shard task on `app` (acks_late, requeued when its worker dies)."""
+
+    @app.task(name=name, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+    def task(rows: list[dict[str, Any]], campaign: str, **options: Any) -> dict[str, int]:
+        return send_shard(
+            rows,
+            campaign=campaign,
+            redis_url=redis_url,
+            rate=rate,
+            client_options=client_options,
+            **options,
+        )
+
+    return task

@@ -1,0 +1,31 @@
+"""The Celery app the fleet test's workers run (configured by environment variables)."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery  # type: ignore[import-untyped]
+from celery.signals import task_prerun  # type: ignore[import-untyped]
+
+from ovo_async.contrib.celery import register
+
+app = Celery("fleet", broker=os.environ["FLEET_BROKER"])
+app.conf.update(
+    worker_prefetch_multiplier=1,  # one shard at a time per process: a kill loses one
+    task_acks_late=True,
+    broker_transport_options={"visibility_timeout": 3600},
+    worker_hijack_root_logger=False,
+)
+send_shard = register(
+    app,
+    redis_url=os.environ["FLEET_REDIS"],
+    rate=float(os.environ["FLEET_RATE"]),
+    client_options={"api_key": "k", "base_url": os.environ["FLEET_OVO"]},
+)
+
+
+@task_prerun.connect  # type: ignore[untyped-decorator]
+def note_pid(task_id: str, task: object, args: tuple[object, ...], **_: object) -> None:
+    # Tell the test which process runs which shard, so it can kill one mid-shard.
+    with open(os.environ["FLEET_PIDS"], "a") as f:
+        f.write(f"{os.getpid()} {args[1] if len(args) > 1 else '?'}\n")
