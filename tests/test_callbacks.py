@@ -98,16 +98,21 @@ def test_advance_never_waits_for_a_callback_url() -> None:
         silent.close()
 
 
+async def read_body(receive: Any) -> bytes:
+    """An ASGI request's whole body."""
+    body = b""
+    while True:
+        event = await receive()
+        body += bytes(event.get("body", b""))
+        if not event.get("more_body"):
+            return body
+
+
 async def test_callbacks_in_process_to_an_asgi_app() -> None:
     seen: list[Message] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            event = await receive()
-            body += event.get("body", b"")
-            if not event.get("more_body"):
-                break
+        body = await read_body(receive)
         seen.append(parse_status_callback(body))
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
@@ -152,12 +157,7 @@ def test_real_callbacks_on_loopback_arrive_in_order_and_end_final() -> None:
     wanted = 3 * 2  # three messages, each sent then delivered or failed
 
     async def endpoint(scope: Any, receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            event = await receive()
-            body += event.get("body", b"")
-            if not event.get("more_body"):
-                break
+        body = await read_body(receive)
         try:
             received.append(parse_status_callback(body))
             status = 204

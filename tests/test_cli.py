@@ -69,6 +69,22 @@ def served() -> Iterator[tuple[FakeOVO, dict[str, str]]]:
         yield fake, env
 
 
+def send_many(campaign: Path, *extra: str) -> list[str]:
+    """`ovo send-many` on a campaign file with the test's template, region and sender."""
+    return [
+        *OVO,
+        "send-many",
+        str(campaign),
+        "--message",
+        TEMPLATE,
+        "--region",
+        "US",
+        "--from",
+        "Shop",
+        *extra,
+    ]
+
+
 def stored(fake: FakeOVO) -> Counter[str]:
     return Counter(f"{m['to']}|{m['message']}" for m in fake.messages)
 
@@ -80,19 +96,7 @@ def test_a_campaign_sends_once_per_valid_row_and_reports_every_row(
     campaign, results = tmp_path / "c.csv", tmp_path / "results.csv"
     expected = write_campaign(campaign)
     done = subprocess.run(
-        [
-            *OVO,
-            "send-many",
-            str(campaign),
-            "--message",
-            TEMPLATE,
-            "--region",
-            "US",
-            "--from",
-            "Shop",
-            "--results",
-            str(results),
-        ],
+        send_many(campaign, "--results", str(results)),
         capture_output=True,
         text=True,
         env=env,
@@ -154,21 +158,7 @@ def test_ctrl_c_halfway_then_the_same_journal_finishes_without_sending_twice(
     fake, env = served
     campaign, journal = tmp_path / "c.csv", tmp_path / "run.sqlite"
     expected = write_campaign(campaign)
-    command = [
-        *OVO,
-        "send-many",
-        str(campaign),
-        "--message",
-        TEMPLATE,
-        "--region",
-        "US",
-        "--from",
-        "Shop",
-        "--batch-size",
-        "20",
-        "--journal",
-        str(journal),
-    ]
+    command = send_many(campaign, "--batch-size", "20", "--journal", str(journal))
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
     )
@@ -233,19 +223,7 @@ def test_progress_bar_on_a_terminal(served: tuple[FakeOVO, dict[str, str]], tmp_
     write_campaign(campaign, rows=400)
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [
-            *OVO,
-            "send-many",
-            str(campaign),
-            "--message",
-            TEMPLATE,
-            "--region",
-            "US",
-            "--from",
-            "Shop",
-            "--batch-size",
-            "10",
-        ],
+        send_many(campaign, "--batch-size", "10"),
         stdin=slave,
         stdout=slave,
         stderr=slave,
