@@ -165,6 +165,9 @@ def test_bad_arguments() -> None:
     for rate in (0, -1, float("nan"), float("inf"), True, "10"):
         with pytest.raises(ValidationError, match="rate"):
             RedisRateLimiter("redis://127.0.0.1:1/0", rate=rate)  # type: ignore[arg-type]
+    for burst in (0, -1, 61, float("nan"), True):
+        with pytest.raises(ValidationError, match="burst"):
+            RedisRateLimiter("redis://127.0.0.1:1/0", rate=1, burst=burst)
     with pytest.raises(ValidationError, match="name"):
         RedisRateLimiter("redis://127.0.0.1:1/0", rate=1, name="a b")
     with pytest.raises(ValidationError, match="redis_url"):

@@ -68,6 +68,7 @@ def send_shard(
     campaign: str,
     redis_url: str | None = None,
     rate: float | None = None,
+    burst: float = 1.0,
     client_options: dict[str, Any] | None = None,
     **send_many_options: Any,
 ) -> dict[str, int]:
@@ -80,7 +81,9 @@ def send_shard(
     if redis_url is not None and rate is not None:
         from .redis import RedisRateLimiter
 
-        send_many_options["rate_limiter"] = RedisRateLimiter(redis_url, rate=rate, name=campaign)
+        send_many_options["rate_limiter"] = RedisRateLimiter(
+            redis_url, rate=rate, name=campaign, burst=burst
+        )
     counts = {"sent": 0, "failed": 0, "may_have_been_sent": 0}
     with client.sms.send_many(rows, idempotency_prefix=campaign, **send_many_options) as run:
         for outcome in run:
@@ -98,6 +101,7 @@ def register(
     name: str = "ovo.send_shard",
     redis_url: str | None = None,
     rate: float | None = None,
+    burst: float = 1.0,
     client_options: dict[str, Any] | None = None,
 ) -> Any:
     """Register the shard task on `app` (acks_late, requeued when its worker dies)."""
@@ -109,6 +113,7 @@ def register(
             campaign=campaign,
             redis_url=redis_url,
             rate=rate,
+            burst=burst,
             client_options=client_options,
             **options,
         )
