@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import os
+import time
+from typing import Any
 
 from celery import Celery  # type: ignore[import-untyped]
 from celery.signals import task_prerun  # type: ignore[import-untyped]
 
+from ovo_async.contrib import redis as ovo_redis
 from ovo_async.contrib.celery import register
+
+_acquire = ovo_redis.RedisRateLimiter.acquire
+
+
+async def _logged_acquire(self: Any, n: int) -> None:
+    # Every grant, with this machine's clock: the fleet's pacing as the limiter made it.
+    await _acquire(self, n)
+    with open(os.environ["FLEET_GRANTS"], "a") as f:  # noqa: ASYNC230 (one short append)
+        f.write(f"{time.time()} {n}\n")
+
+
+ovo_redis.RedisRateLimiter.acquire = _logged_acquire  # type: ignore[method-assign]
 
 app = Celery("fleet", broker=os.environ["FLEET_BROKER"])
 app.conf.update(
