@@ -42,10 +42,23 @@ def _client(**options: Any) -> Any:
 
 
 def _template_fields(template: str) -> list[str]:
+    """The columns a template names; only plain `{column}` fields are allowed (no `{}`,
+    no conversions or format specs, which would fail or blow up per row)."""
     try:
-        return [field for _, field, _, _ in string.Formatter().parse(template) if field]
+        parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise click.BadParameter(f"{exc}", param_hint="--message") from None
+    fields = []
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if not field or spec or conversion:
+            raise click.BadParameter(
+                "use plain {column} fields (write {{ and }} for braces)",
+                param_hint="--message",
+            )
+        fields.append(field)
+    return fields
 
 
 class _Rows:

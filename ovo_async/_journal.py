@@ -226,7 +226,10 @@ class _Lock:
 
 
 def _exclusive_lock(path: str) -> _Lock:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise OVOError(f"cannot use {path[:-5]!r} as a journal: {exc.strerror}") from None
     try:
         import fcntl
 

@@ -140,6 +140,13 @@ def test_exit_status_zero_when_all_sent_and_two_for_usage(
         ("send-many", str(clean), "--message", "Hi {nom}", "--from", "Shop"),  # no such column
         ("send-many", str(tmp_path / "missing.csv"), "--message", "x"),
         ("send-many", str(clean)),  # no --message
+        ("send-many", str(clean), "--message", "Hi {}", "--from", "Shop"),  # positional
+        ("send-many", str(clean), "--message", "Hi {0}", "--from", "Shop"),
+        ("send-many", str(clean), "--message", "{name:>999999999}", "--from", "Shop"),
+        ("send-many", str(clean), "--message", "{name!r}", "--from", "Shop"),
+        ("send-many", str(clean), "--message", "{name.upper}", "--from", "Shop"),
+        ("send-many", str(clean), "--message", "Hi {name", "--from", "Shop"),
+        ("send-many", str(clean), "--message", "x", "--from", "Shop", "--rate", "nan"),
         ("send", "--to", "nope", "--message", "Hi", "--from", "Shop"),
         ("frobnicate",),
     ]

@@ -354,6 +354,12 @@ def test_errors_round_trip_through_the_journal_without_pickle() -> None:
     assert type(error_from_json(forged)) is OVOError
 
 
+async def test_a_journal_in_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    async with client_for(FakeOVO()) as client:
+        with pytest.raises(OVOError, match="cannot use"):
+            await run(client, numbered(2), journal=tmp_path / "no" / "such" / "j.sqlite")
+
+
 @pytest.mark.parametrize("bad", [3, ["j"], object()])
 def test_journal_must_be_a_path(bad: Any) -> None:
     client = AsyncOVOClient(api_key="k")
