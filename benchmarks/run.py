@@ -17,6 +17,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -174,6 +175,7 @@ def sdk_send_many(
     batch_size: int | None,
     io_backend: str = "httpx",
     journal: bool = False,
+    keys: bool = False,
 ) -> Callable[[], Awaitable[None]]:
     async def main() -> None:
         import tempfile
@@ -193,7 +195,7 @@ def sdk_send_many(
                         concurrency=concurrency,
                         batch_size=batch_size,
                         journal=path,
-                        idempotency_prefix="bench" if journal else None,
+                        idempotency_prefix="bench" if journal or keys else None,
                     ):
                         failed += not outcome.ok
                 assert failed == 0
@@ -367,6 +369,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    parser.add_argument("--only", help="run the scenarios matching this regex; no report")
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite the report from the last raw data"
     )
@@ -409,6 +412,9 @@ def main() -> int:
             "send_many batch (default), 100 x c=4": lambda: run_async(
                 server, bulk, sdk_send_many(url, bulk, 4, 100)
             ),
+            "send_many batch, 100 x c=4, keys": lambda: run_async(
+                server, bulk, sdk_send_many(url, bulk, 4, 100, keys=True)
+            ),
             "send_many batch, 100 x c=4, journal": lambda: run_async(
                 server, bulk, sdk_send_many(url, bulk, 4, 100, journal=True)
             ),
@@ -418,6 +424,17 @@ def main() -> int:
             scenarios["Twilio sync client (requests)"] = lambda: twilio_sync(server, single)
         if installed("telnyx"):
             scenarios["Telnyx sync client (httpx)"] = lambda: telnyx_sync(server, single)
+        if args.only:
+            # A quick look at a few scenarios while working: printed, no report.
+            chosen = {k: v for k, v in scenarios.items() if re.search(args.only, k)}
+            runs: dict[str, list[Result]] = {name: [] for name in chosen}
+            for _ in range(args.rounds):
+                for name, scenario in chosen.items():
+                    runs[name].append(scenario())
+            for name, rs in runs.items():
+                cpu = [round(r["us_per_msg"], 1) for r in rs]
+                print(f"{name}: {statistics.median(cpu)} us/msg {cpu}")
+            return 0
         results: dict[str, list[Result]] = {name: [] for name in scenarios}
         for round_no in range(args.rounds):
             for name, scenario in scenarios.items():

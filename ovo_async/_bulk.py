@@ -51,6 +51,7 @@ from ._journal import (
     UNKNOWN,
     Journal,
     Occurrences,
+    Taken,
     batch_digest,
     content_digest,
     error_from_json,
@@ -365,11 +366,11 @@ class _Engine:
         #: Identities are needed for deterministic keys and for the journal.
         self.identify = prefix is not None or journal is not None or key is not None
         self._journal: Journal | None = None
+        #: With a journal, the identities this run took, in flat memory.
+        self._taken: Taken | None = None
+        # Without one, occurrences and caller keys are counted in memory.
         self._occurrences = Occurrences()
-        #: Identities taken in this run and not yet written to the journal.
-        self._pending: set[str] = set()
-        # Caller keys seen in this run, to refuse duplicates (the journal does it on disk).
-        self._keys_seen: set[str] | None = set() if key is not None and journal is None else None
+        self._keys_seen: set[str] = set()
         self.pacer: RateLimiter
 
     async def run(self) -> AsyncGenerator[BulkOutcome, None]:
@@ -382,6 +383,8 @@ class _Engine:
         try:
             if journal is not None:
                 await self._recover(journal)
+                journal.catch_up()
+                self._taken = Taken(journal)
             source = _Source(self.messages)
             # Outcomes travel in lists (one per request): a stream hop per message cost more
             # than the rest of a batched send. Batches get no buffer (a worker hands its list
@@ -459,27 +462,19 @@ class _Engine:
                 outcomes.append(self._outcome(index, item, None, exc))
         if not ready or not self.identify:
             return outcomes, ready
-        journal = self._journal
-        if journal is None:
-            return outcomes, self._identify(ready, outcomes)
-        known: dict[str, tuple[str, str | None, int]] = {}
-        if self.key is None:
-            identified = self._identify_in_journal(journal, ready, known)
-        else:
-            identified = self._identify(ready, outcomes)
-            known = journal.lookup([m[3] or "" for m in identified]) if identified else {}
+        identified = self._identify(ready, outcomes)
+        journal, claims = self._journal, self._taken
+        if journal is None or claims is None or not identified:
+            return outcomes, identified
+        known = journal.lookup([m[3] or "" for m in identified])
+        if not known:
+            return outcomes, identified
         to_send: list[_Member] = []
         claimed: list[str] = []
-        pending = self._pending
         for member in identified:
             index, _, request, identity = member
             assert identity is not None
             row = known.get(identity)
-            if self.key is not None and (row is not None and row[2] == journal.run):
-                pending.discard(identity)
-                error = ValidationError("key", f"{identity!r} names two inputs of this run")
-                outcomes.append(self._outcome(index, request, None, error))
-                continue
             if row is None:
                 to_send.append(member)
                 continue
@@ -505,46 +500,20 @@ class _Engine:
         if claimed:
             # Replayed in this run: an equal message later in the input is the next one.
             journal.claim(claimed)
-            pending.difference_update(claimed)
+            claims.stored(claimed)
         return outcomes, to_send
 
-    def _identify_in_journal(
-        self,
-        journal: Journal,
-        ready: list[_Member],
-        known: dict[str, tuple[str, str | None, int]],
-    ) -> list[_Member]:
-        """Content identities whose occurrence numbers are counted by the journal itself.
-
-        An identity is taken in this run when its row carries this run's number or it is
-        pending (assigned, not yet written). The first lookup is also the replay lookup,
-        so equal messages cost a second query only when they repeat: no per-run table of
-        counts, and memory stays flat however long the campaign.
-        """
-        digests = [content_digest(request) for _, _, request, _ in ready]
-        known.update(journal.lookup([f"{d}.0" for d in digests]))
-        pending, run = self._pending, journal.run
-        next_n: dict[str, int] = {}
-        identified: list[_Member] = []
-        for (index, item, request, _), digest in zip(ready, digests, strict=True):
-            n = next_n.get(digest, 0)
-            while True:
-                identity = f"{digest}.{n}"
-                if identity not in known and n:
-                    known.update(journal.lookup([identity]))
-                row = known.get(identity)
-                if identity in pending or (row is not None and row[2] == run):
-                    n += 1
-                    continue
-                break
-            next_n[digest] = n + 1
-            pending.add(identity)
-            identified.append((index, item, request, identity))
-        return identified
-
     def _identify(self, ready: list[_Member], outcomes: list[BulkOutcome]) -> list[_Member]:
+        taken = self._taken
         if self.key is None:
             digests = [content_digest(request) for _, _, request, _ in ready]
+            if taken is not None:
+                return [
+                    (index, item, request, identity)
+                    for (index, item, request, _), identity in zip(
+                        ready, taken.number(digests), strict=True
+                    )
+                ]
             numbers = self._occurrences.number(digests)
             return [
                 (index, item, request, f"{digest}.{n}")
@@ -553,7 +522,6 @@ class _Engine:
                 )
             ]
         identified: list[_Member] = []
-        in_chunk: set[str] = set()
         seen = self._keys_seen
         for index, item, request, _ in ready:
             try:
@@ -576,19 +544,10 @@ class _Engine:
                 )
                 outcomes.append(self._outcome(index, request, None, error))
                 continue
-            if (
-                identity in in_chunk
-                or (seen is not None and identity in seen)
-                or identity in self._pending
-            ):
+            if not (taken.take(identity) if taken is not None else _add(seen, identity)):
                 error = ValidationError("key", f"{identity!r} names two inputs of this run")
                 outcomes.append(self._outcome(index, request, None, error))
                 continue
-            in_chunk.add(identity)
-            if seen is not None:
-                seen.add(identity)
-            if self._journal is not None:
-                self._pending.add(identity)
             identified.append((index, item, request, identity))
         return identified
 
@@ -622,28 +581,36 @@ class _Engine:
         return f"{prefix}-b{batch_digest(identity or '' for _, _, _, identity in members)}"
 
     async def _send(
-        self, members: list[_Member], endpoint: str, *, key: str | None = None
+        self,
+        members: list[_Member],
+        endpoint: str,
+        *,
+        recorded: tuple[int, str] | None = None,
     ) -> list[BulkOutcome]:
         """One request for `members`: paced, recorded before, settled after.
 
-        `key` is given when re-sending a request recorded by an earlier run.
+        `recorded` (row id, key) is given when re-sending a request an earlier run
+        recorded.
         """
         journal = self._journal
-        if self.identify and endpoint == "batch" and key is None:
+        if self.identify and endpoint == "batch" and recorded is None:
             # The same members make the same key and the same body, whatever the order in
             # which the input delivered them.
             members.sort(key=lambda m: m[3] or "")
         requests = [request for _, _, request, _ in members]
         n = len(members)
         await self.pacer.acquire(n)
-        recorded = key is not None
-        if key is None:
+        row = 0
+        if recorded is not None:
+            row, key = recorded
+        else:
             key = self._request_key(members, endpoint)
-        if journal is not None and not recorded:
-            rows = [[r.to, r.from_, r.message, r.callback_url] for r in requests]
-            identities = [m[3] or "" for m in members]
-            journal.record(key, endpoint, json.dumps(rows), identities)
-            self._pending.difference_update(identities)
+            if journal is not None:
+                rows = [[r.to, r.from_, r.message, r.callback_url] for r in requests]
+                identities = [m[3] or "" for m in members]
+                row = journal.record(key, endpoint, json.dumps(rows), identities)
+                if self._taken is not None:
+                    self._taken.stored(identities)
         token = RETRY_HOOKS.set(_Hooks(self.pacer, n))
         try:
             if endpoint == "send":
@@ -666,10 +633,7 @@ class _Engine:
         finally:
             RETRY_HOOKS.reset(token)
         if journal is not None:
-            journal.settle(
-                key,
-                [(m[3] or "", *_journal_entry(o)) for m, o in zip(members, outcomes, strict=True)],
-            )
+            journal.settle(row, [_journal_entry(o) for o in outcomes])
         return outcomes
 
     def _batch_outcomes(
@@ -725,7 +689,7 @@ class _Engine:
         may have been sent) and are not sent again.
         """
         resend = self._sms._transport.retry.retry_non_idempotent
-        for key, endpoint, rows, identities in journal.in_flight():
+        for request_id, key, endpoint, rows, identities in journal.in_flight():
             if not resend:
                 error = APIConnectionError(
                     "in flight when an earlier run stopped: it may have been sent, so it is "
@@ -734,18 +698,26 @@ class _Engine:
                     may_have_been_sent=True,
                 )
                 error.idempotency_key = key
-                journal.settle(key, [(i, UNKNOWN, error_to_json(error)) for i in identities])
+                journal.settle(request_id, [(UNKNOWN, error_to_json(error))] * len(identities))
                 continue
             members: list[_Member] = []
-            for position, (row, identity) in enumerate(zip(rows, identities, strict=True)):
-                to, from_, message, callback_url = row
+            for position, (fields, identity) in enumerate(zip(rows, identities, strict=True)):
+                to, from_, message, callback_url = fields
                 request = SMSRequest(to=to, from_=from_, message=message, callback_url=callback_url)
                 members.append((-1 - position, None, request, identity))
             # Outcomes of these belong to identities, not to this run's inputs: the inputs
             # that carry them get them from the journal, as replays.
             sent, failed = self.progress.sent, self.progress.failed
-            await self._send(members, endpoint, key=key)
+            await self._send(members, endpoint, recorded=(request_id, key))
             self.progress.sent, self.progress.failed = sent, failed
+
+
+def _add(seen: set[str], identity: str) -> bool:
+    """Add to `seen`; False if it was there."""
+    if identity in seen:
+        return False
+    seen.add(identity)
+    return True
 
 
 def _journal_entry(outcome: BulkOutcome) -> tuple[str, str]:

@@ -5,28 +5,39 @@ of `to`, `from`, `message` and `callback_url` plus its occurrence number among e
 messages of the run. Identities, never positions, make idempotency keys, so a re-run of
 the same job, filtered or reordered, repeats the same keys for the same messages.
 
-The journal is a write-ahead outbox: before a request goes out, its key, body and
-members are committed; after its answer, each member's outcome. WAL mode with
-`synchronous=NORMAL` keeps every commit through a `kill -9` (not through a power cut).
-One run at a time may use a journal (an exclusive lock next to it).
+The journal is a write-ahead outbox of requests: before a request goes out, one row with
+its key, body and members is committed; after its answer, the members' outcomes go into
+that same row. One row per request, appended, keeps the journal's cost per message small
+(a row per message, keyed by a random digest, writes a B-tree page per message). The
+index by identity that a re-run needs is built from those rows when the next run opens
+the journal. WAL mode with `synchronous=NORMAL` keeps every commit through a `kill -9`
+(not through a power cut). One run at a time may use a journal (a lock next to it).
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from . import _errors
 from ._errors import OVOError
 from .models import SMSRequest
 
-__all__ = ["Journal", "Occurrences", "content_digest", "error_from_json", "error_to_json"]
+__all__ = [
+    "Journal",
+    "Occurrences",
+    "Taken",
+    "content_digest",
+    "error_from_json",
+    "error_to_json",
+]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 #: A message's state in the journal.
 IN_FLIGHT, ACCEPTED, UNKNOWN, FAILED = "in_flight", "accepted", "unknown", "failed"
@@ -83,9 +94,9 @@ def _journal_errors(method: Any) -> Any:
     import functools
 
     @functools.wraps(method)
-    def wrapper(self: Journal, *args: Any) -> Any:
+    def wrapper(self: Journal, *args: Any, **kwargs: Any) -> Any:
         try:
-            return method(self, *args)
+            return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
             raise OVOError(
                 f"the journal {self.path!r} failed ({type(exc).__name__}: {exc}); the run "
@@ -93,6 +104,11 @@ def _journal_errors(method: Any) -> Any:
             ) from None
 
     return wrapper
+
+
+#: (state, outcome) of one message: outcome is `id TAB status TAB created_at` when
+#: accepted, an error as JSON otherwise.
+Entry = tuple[str, str]
 
 
 class Journal:
@@ -110,13 +126,13 @@ class Journal:
                 """
                 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
                 CREATE TABLE IF NOT EXISTS requests (
-                    key TEXT PRIMARY KEY, endpoint TEXT NOT NULL, body TEXT NOT NULL,
-                    members TEXT NOT NULL
+                    id INTEGER PRIMARY KEY, key TEXT NOT NULL, endpoint TEXT NOT NULL,
+                    run INTEGER NOT NULL, members TEXT NOT NULL, body TEXT, outcomes TEXT
                 );
                 CREATE TABLE IF NOT EXISTS messages (
-                    identity TEXT PRIMARY KEY, request_key TEXT NOT NULL, state TEXT NOT NULL,
-                    outcome TEXT, run INTEGER NOT NULL
-                );
+                    identity TEXT PRIMARY KEY, state TEXT NOT NULL, outcome TEXT,
+                    run INTEGER NOT NULL
+                ) WITHOUT ROWID;
                 """
             )
             version = db.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
@@ -129,9 +145,14 @@ class Journal:
             last = db.execute("SELECT v FROM meta WHERE k = 'run'").fetchone()
             self.run = int(last[0]) + 1 if last else 1
             db.execute("INSERT OR REPLACE INTO meta VALUES ('run', ?)", (str(self.run),))
+            #: Whether earlier runs left anything to replay (else lookups are skipped).
+            self.history = db.execute("SELECT 1 FROM requests LIMIT 1").fetchone() is not None
         except sqlite3.Error as exc:
             self._lock.close()
             raise OVOError(f"cannot use {self.path!r} as a journal: {exc}") from None
+        except BaseException:
+            self._lock.close()
+            raise
 
     def close(self) -> None:
         try:
@@ -140,8 +161,46 @@ class Journal:
             self._lock.close()
 
     @_journal_errors
+    def catch_up(self, through_run: int | None = None) -> None:
+        """Index the settled requests of earlier runs by message identity.
+
+        Done once when a run opens the journal (after in-flight requests are resolved),
+        so the run itself only appends; later requests override earlier ones.
+        """
+        through = self.run - 1 if through_run is None else through_run
+        db = self.db
+        row = db.execute("SELECT v FROM meta WHERE k = 'indexed'").fetchone()
+        done = int(row[0]) if row else 0
+        top = db.execute("SELECT max(id) FROM requests WHERE run <= ?", (through,)).fetchone()[0]
+        if top is None or top <= done:
+            return
+        cursor = db.cursor()
+        cursor.execute(
+            "SELECT members, outcomes, run FROM requests "
+            "WHERE id > ? AND id <= ? AND outcomes IS NOT NULL ORDER BY id",
+            (done, top),
+        )
+
+        def rows() -> Iterator[tuple[str, str, str, int]]:
+            for members, outcomes, run in cursor:
+                entries = json.loads(outcomes)
+                for identity, (state, outcome) in zip(members.split("\n"), entries, strict=True):
+                    yield identity, state, outcome, run
+
+        db.execute("BEGIN")
+        try:
+            db.executemany("INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?)", rows())
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('indexed', ?)", (str(top),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @_journal_errors
     def lookup(self, identities: list[str]) -> dict[str, tuple[str, str | None, int]]:
-        """identity -> (state, outcome JSON, run) for those the journal knows."""
+        """identity -> (state, outcome, run) for those earlier runs settled."""
+        if not self.history:
+            return {}
         rows = self.db.execute(
             "SELECT identity, state, outcome, run FROM messages "
             f"WHERE identity IN ({','.join('?' * len(identities))})",
@@ -150,39 +209,21 @@ class Journal:
         return {identity: (state, outcome, run) for identity, state, outcome, run in rows}
 
     @_journal_errors
-    def record(self, key: str, endpoint: str, body: str, members: list[str]) -> None:
-        """Before sending: the request and its members, committed."""
-        db = self.db
-        db.execute("BEGIN")
-        try:
-            db.execute(
-                "INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?)",
-                (key, endpoint, body, json.dumps(members)),
-            )
-            db.executemany(
-                "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, NULL, ?)",
-                [(identity, key, IN_FLIGHT, self.run) for identity in members],
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+    def record(self, key: str, endpoint: str, body: str, members: list[str]) -> int:
+        """Before sending: the request and its members, committed. Returns its row id."""
+        cursor = self.db.execute(
+            "INSERT INTO requests (key, endpoint, run, members, body) VALUES (?, ?, ?, ?, ?)",
+            (key, endpoint, self.run, "\n".join(members), body),
+        )
+        return int(cursor.lastrowid or 0)
 
     @_journal_errors
-    def settle(self, key: str, outcomes: list[tuple[str, str, str]]) -> None:
-        """After the answer: (identity, state, outcome JSON) for each member, committed."""
-        db = self.db
-        db.execute("BEGIN")
-        try:
-            db.executemany(
-                "UPDATE messages SET state = ?, outcome = ? WHERE identity = ?",
-                [(state, outcome, identity) for identity, state, outcome in outcomes],
-            )
-            db.execute("DELETE FROM requests WHERE key = ?", (key,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+    def settle(self, request: int, entries: list[Entry]) -> None:
+        """After the answer: each member's (state, outcome), committed; the body goes."""
+        self.db.execute(
+            "UPDATE requests SET outcomes = ?, body = NULL WHERE id = ?",
+            (json.dumps(entries), request),
+        )
 
     @_journal_errors
     def claim(self, identities: list[str]) -> None:
@@ -200,19 +241,124 @@ class Journal:
             raise
 
     @_journal_errors
-    def in_flight(self) -> list[tuple[str, str, Any, list[str]]]:
-        """Requests recorded but never answered (the process died).
+    def taken_in_run(self, start: str, exact: bool) -> set[str]:
+        """This run's identities equal to `start` (`exact`) or beginning with it.
 
-        Each as (key, endpoint, rows of [to, from, message, callback_url], identities).
+        A scan of this run's requests: asked only when a repeat is suspected.
         """
-        rows = self.db.execute("SELECT key, endpoint, body, members FROM requests").fetchall()
-        return [(k, endpoint, json.loads(body), json.loads(ids)) for k, endpoint, body, ids in rows]
+        found: set[str] = set()
+        for (members,) in self.db.execute(
+            "SELECT members FROM requests WHERE run = ? AND instr(members, ?) > 0",
+            (self.run, start),
+        ):
+            for identity in members.split("\n"):
+                if identity == start or (not exact and identity.startswith(start)):
+                    found.add(identity)
+        if exact:
+            rows = self.db.execute(
+                "SELECT identity FROM messages WHERE identity = ? AND run = ?", (start, self.run)
+            )
+        else:
+            rows = self.db.execute(
+                "SELECT identity FROM messages WHERE identity >= ? AND identity < ? AND run = ?",
+                (start, start + "\U0010ffff", self.run),
+            )
+        found.update(identity for (identity,) in rows)
+        return found
 
     @_journal_errors
-    def final_outcomes(self) -> int:
-        """How many messages have a final outcome (for tests and progress)."""
-        row = self.db.execute("SELECT count(*) FROM messages WHERE state != ?", (IN_FLIGHT,))
-        return int(row.fetchone()[0])
+    def in_flight(self) -> list[tuple[int, str, str, Any, list[str]]]:
+        """Requests recorded but never answered (the process died).
+
+        Each as (row id, key, endpoint, rows of [to, from, message, callback_url],
+        identities).
+        """
+        rows = self.db.execute(
+            "SELECT id, key, endpoint, body, members FROM requests WHERE outcomes IS NULL"
+        ).fetchall()
+        return [(i, k, e, json.loads(body), ids.split("\n")) for i, k, e, body, ids in rows]
+
+    @_journal_errors
+    def tally(self) -> collections.Counter[str]:
+        """How many messages are in each state, each identity counted once."""
+        self.catch_up(self.run)
+        counts: collections.Counter[str] = collections.Counter()
+        for state, n in self.db.execute("SELECT state, count(*) FROM messages GROUP BY state"):
+            counts[state] = n
+        for (members,) in self.db.execute("SELECT members FROM requests WHERE outcomes IS NULL"):
+            counts[IN_FLIGHT] += len(members.split("\n"))
+        return counts
+
+
+class Taken:
+    """The identities this run has taken (being sent, sent, or replayed), exactly, in
+    memory that does not grow with the run.
+
+    A fixed Bloom filter answers "new" for nearly every message; only its "maybe" (a
+    repeat, or about one false alarm in 10^5 at a million messages) asks the journal,
+    and digests found repeated are then counted in a dict. Identities are pending from
+    the moment they are taken until the journal has them (recorded or claimed).
+    """
+
+    #: 16 MiB of bits, three probes: false alarms stay rare up to a few million messages.
+    BITS = 1 << 27
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._bits = bytearray(self.BITS >> 3)
+        self._repeats: dict[str, int] = {}
+        self.pending: set[str] = set()
+
+    def _maybe_seen(self, value: int) -> bool:
+        """Add `value` (96 bits of digest) to the filter; whether it may have been there."""
+        # Unrolled: this runs once per message.
+        bits, mask = self._bits, self.BITS - 1
+        p, q, r = value & mask, (value >> 27) & mask, (value >> 54) & mask
+        bp, bq, br = 1 << (p & 7), 1 << (q & 7), 1 << (r & 7)
+        p, q, r = p >> 3, q >> 3, r >> 3
+        if bits[p] & bp and bits[q] & bq and bits[r] & br:
+            return True
+        bits[p] |= bp
+        bits[q] |= bq
+        bits[r] |= br
+        return False
+
+    def number(self, digests: list[str]) -> list[str]:
+        """Identities `digest.n`, n counting equal messages taken earlier in this run."""
+        repeats, pending = self._repeats, self.pending
+        out = []
+        for digest in digests:
+            n = repeats.get(digest)
+            if n is None:
+                if self._maybe_seen(int(digest, 16)):
+                    taken = self._journal.taken_in_run(digest + ".", exact=False)
+                    taken.update(i for i in pending if i.startswith(digest + "."))
+                    n = 0
+                    while f"{digest}.{n}" in taken:
+                        n += 1
+                    repeats[digest] = n + 1
+                else:
+                    n = 0
+            else:
+                repeats[digest] = n + 1
+            identity = f"{digest}.{n}"
+            pending.add(identity)
+            out.append(identity)
+        return out
+
+    def take(self, identity: str) -> bool:
+        """Take a caller's key; False if this run already took it."""
+        value = int(hashlib.blake2b(identity.encode(), digest_size=12).hexdigest(), 16)
+        if identity in self.pending or (
+            self._maybe_seen(value) and self._journal.taken_in_run(identity, exact=True)
+        ):
+            return False
+        self.pending.add(identity)
+        return True
+
+    def stored(self, identities: Iterable[str]) -> None:
+        """The journal has them now (recorded or claimed)."""
+        self.pending.difference_update(identities)
 
 
 class _Lock:
