@@ -35,9 +35,10 @@ send_shard = register(
     app,
     redis_url=os.environ["FLEET_REDIS"],
     rate=float(os.environ["FLEET_RATE"]),
-    # A token bucket lets any 1 s window hold rate x (1 + burst): 0.1 s keeps the
-    # fleet within 10 % of its limit in every window, which is what the test checks.
-    burst=0.1,
+    # A token bucket lets any 1 s window hold rate x (1 + burst): one batch's worth
+    # (50 messages, 0.025 s) leaves the rest of the 10 % for requests that a busy
+    # machine delays from one window into the next on their way to the server.
+    burst=0.025,
     client_options={"api_key": "k", "base_url": os.environ["FLEET_OVO"]},
 )
 
