@@ -572,6 +572,15 @@ class _Engine:
 
     # --- requests -------------------------------------------------------------------
 
+    def _charge(self, requests: list[SMSRequest]) -> int:
+        """Tokens for a request: one per message, or per segment for a limiter whose
+        `charge` is "segment" (an account limited in segments per second)."""
+        if getattr(self.pacer, "charge", "message") != "segment":
+            return len(requests)
+        from ._segments import count_segments
+
+        return sum(count_segments(r.message).segments for r in requests)
+
     def _request_key(self, members: list[_Member], endpoint: str) -> str:
         prefix = self.prefix
         if prefix is None:
@@ -598,7 +607,7 @@ class _Engine:
             # which the input delivered them.
             members.sort(key=lambda m: m[3] or "")
         requests = [request for _, _, request, _ in members]
-        n = len(members)
+        n = self._charge(requests)
         await self.pacer.acquire(n)
         row = 0
         if recorded is not None:

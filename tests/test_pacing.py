@@ -111,6 +111,27 @@ async def test_a_custom_rate_limiter_sees_every_acquire_and_pause(batch_size: in
     assert sorted(limiter.paused) == [1.0, 30.0]
 
 
+@pytest.mark.parametrize("batch_size", [None, 4])
+async def test_a_limiter_that_charges_segments_is_asked_for_segments(
+    batch_size: int | None,
+) -> None:
+    """An account limited in segments per second: a 3-segment message costs 3 tokens."""
+    limiter = Recorder()
+    limiter.charge = "segment"  # type: ignore[attr-defined]
+    texts = ["short", "x" * 161, "\u2019" * 134, "y" * 459]  # 1, 2, 2 and 3 segments
+    items = [{"to": "+14155550100", "from": "Shop", "message": t} for t in texts]
+    async with client_for(FakeOVO()) as client:
+        outcomes = [
+            o
+            async for o in client.sms.send_many(
+                items, batch_size=batch_size, rate_limiter=limiter, concurrency=1
+            )
+        ]
+    assert all(o.ok for o in outcomes)
+    assert sum(limiter.acquired) == 8
+    assert len(limiter.acquired) == (1 if batch_size else 4)
+
+
 def test_rate_limit_and_rate_limiter_are_exclusive() -> None:
     client = AsyncOVOClient(api_key=API_KEY)
     with pytest.raises(ValidationError, match="rate_limiter"):

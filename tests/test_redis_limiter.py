@@ -170,6 +170,10 @@ def test_bad_arguments() -> None:
             RedisRateLimiter("redis://127.0.0.1:1/0", rate=1, burst=burst)
     with pytest.raises(ValidationError, match="name"):
         RedisRateLimiter("redis://127.0.0.1:1/0", rate=1, name="a b")
+    for charge in ("segments", "", None):
+        with pytest.raises(ValidationError, match="charge"):
+            RedisRateLimiter("redis://127.0.0.1:1/0", rate=1, charge=charge)  # type: ignore[arg-type]
+    assert RedisRateLimiter("redis://127.0.0.1:1/0", rate=1, charge="segment").charge == "segment"
     with pytest.raises(ValidationError, match="redis_url"):
         RedisRateLimiter("http://127.0.0.1:1", rate=1)
 

@@ -69,6 +69,7 @@ def send_shard(
     redis_url: str | None = None,
     rate: float | None = None,
     burst: float = 1.0,
+    charge: str = "message",
     client_options: dict[str, Any] | None = None,
     **send_many_options: Any,
 ) -> dict[str, int]:
@@ -82,7 +83,7 @@ def send_shard(
         from .redis import RedisRateLimiter
 
         send_many_options["rate_limiter"] = RedisRateLimiter(
-            redis_url, rate=rate, name=campaign, burst=burst
+            redis_url, rate=rate, name=campaign, burst=burst, charge=charge
         )
     counts = {"sent": 0, "failed": 0, "may_have_been_sent": 0}
     with client.sms.send_many(rows, idempotency_prefix=campaign, **send_many_options) as run:
@@ -102,6 +103,7 @@ def register(
     redis_url: str | None = None,
     rate: float | None = None,
     burst: float = 1.0,
+    charge: str = "message",
     client_options: dict[str, Any] | None = None,
 ) -> Any:
     """Register the shard task on `app` (acks_late, requeued when its worker dies)."""
@@ -114,6 +116,7 @@ def register(
             redis_url=redis_url,
             rate=rate,
             burst=burst,
+            charge=charge,
             client_options=client_options,
             **options,
         )

@@ -67,11 +67,19 @@ class RedisRateLimiter:
     several campaigns or accounts can share one Redis. `burst` is how many seconds'
     worth may go at once after a lull (default one second): any 1 s window then holds at
     most `rate x (1 + burst)` messages, so a tight fleet-wide ceiling wants a small
-    burst, such as 0.1 for "never 10 % over". Use it under asyncio.
+    burst, such as 0.1 for "never 10 % over". `charge="segment"` makes `rate` count
+    segments instead of messages (`send_many` then takes one token per segment), for
+    accounts limited in segments per second. Use it under asyncio.
     """
 
     def __init__(
-        self, redis_url: str, *, rate: float, name: str = "ovo", burst: float = 1.0
+        self,
+        redis_url: str,
+        *,
+        rate: float,
+        name: str = "ovo",
+        burst: float = 1.0,
+        charge: str = "message",
     ) -> None:
         if isinstance(rate, bool) or not isinstance(rate, (int, float)):
             raise ValidationError("rate", f"must be messages per second, got {rate!r}")
@@ -99,6 +107,10 @@ class RedisRateLimiter:
             raise ValidationError("burst", f"must be seconds' worth, got {burst!r}")
         if not math.isfinite(burst) or not 0 < burst <= 60:
             raise ValidationError("burst", f"must be more than 0 and at most 60, got {burst!r}")
+        if charge not in ("message", "segment"):
+            raise ValidationError("charge", f'must be "message" or "segment", got {charge!r}')
+        #: What one token pays for; `send_many` reads it.
+        self.charge = charge
         self.rate = float(rate)
         self.capacity = max(self.rate * burst, 1.0)
         self.name = name
