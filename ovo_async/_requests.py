@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from . import _validation as v
 from ._errors import ValidationError
 from ._phone import normalize_number
 from ._segments import count_segments
@@ -41,11 +42,9 @@ def make_request(
                 raise ValidationError(
                     "from_", "is required (pass from_=... or set default_from on the client)"
                 )
-            request = SMSRequest(
-                to=request.to,
-                message=request.message,
-                from_=default_from,
-                callback_url=request.callback_url,
+            # Every field already passed its check (the client checked default_from).
+            request = SMSRequest._checked(
+                request.to, request.message, default_from, request.callback_url
             )
         if max_segments is not None:
             _check_segments(request.message, max_segments)
@@ -58,6 +57,10 @@ def make_request(
 
 
 def _from_mapping(item: Mapping[Any, Any], region: str | None) -> SMSRequest:
+    if type(item) is dict and region is None:
+        fast = _from_plain_dict(item)
+        if fast is not None:
+            return fast
     if not _KEYS.issuperset(item):
         unknown = [key for key in item if key not in _KEYS]
         raise ValidationError(
@@ -77,6 +80,33 @@ def _from_mapping(item: Mapping[Any, Any], region: str | None) -> SMSRequest:
         from_=item.get("from_", item.get("from")),
         callback_url=item.get("callback_url"),
     )
+
+
+def _from_plain_dict(item: dict[Any, Any]) -> SMSRequest | None:
+    """The common case, `{"to", "from", "message"}` of plain strings, checked by the same
+    rules as `SMSRequest` at about half the cost (bulk input is mostly this); None for
+    anything else, which takes the general path and its precise errors."""
+    n = len(item)
+    if n == 3:
+        if "from" not in item:
+            return None
+        from_ = item["from"]
+    elif n == 2:
+        from_ = None
+    else:
+        return None
+    to, message = item.get("to"), item.get("message")
+    if (
+        type(to) is not str
+        or type(message) is not str
+        or (from_ is not None and type(from_) is not str)
+    ):
+        return None
+    v.phone_number("to", to)
+    v.message_text("message", message)
+    if from_ is not None:
+        v.sender("from_", from_)
+    return SMSRequest._checked(to, message, from_)
 
 
 def _check_segments(message: str, max_segments: int) -> None:

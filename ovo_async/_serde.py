@@ -154,8 +154,13 @@ def _odd_entry(data: Any, exc: Exception) -> BatchMessage:
 
 
 def request_body(request: SMSRequest) -> dict[str, Any]:
-    """The JSON object for one message; `callback_url` is left out when not set."""
-    body: dict[str, Any] = converter().unstructure(request)
+    """The JSON object for one message; `from` and `callback_url` are left out when not
+    set. Written out rather than through cattrs: a batch builds a thousand of these."""
+    body: dict[str, Any] = {"to": request.to, "message": request.message}
+    if request.from_ is not None:
+        body["from"] = request.from_
+    if request.callback_url is not None:
+        body["callback_url"] = request.callback_url
     return body
 
 

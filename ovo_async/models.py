@@ -71,6 +71,20 @@ class SMSRequest:
     from_: str | None = attrs.field(default=None, validator=_optional_sender)
     callback_url: str | None = attrs.field(default=None, validator=_check(v.callback_url))
 
+    @classmethod
+    def _checked(
+        cls, to: str, message: str, from_: str | None, callback_url: str | None = None
+    ) -> SMSRequest:
+        # Fields the caller has already put through the validators above (bulk input's
+        # fast path); skips running them a second time.
+        request = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(request, "to", to)
+        setattr_(request, "message", message)
+        setattr_(request, "from_", from_)
+        setattr_(request, "callback_url", callback_url)
+        return request
+
 
 @attrs.frozen(kw_only=True)
 class SentMessage:

@@ -9,8 +9,11 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ovo_async import AsyncOVOClient, RetryPolicy, SMSRequest, ValidationError
+from ovo_async._requests import make_request
 from ovo_async._serde import parse_datetime
 
 from .conftest import API_KEY
@@ -163,3 +166,34 @@ def test_timestamp_offsets(text: str, offset: timedelta) -> None:
 def test_bad_timestamps_are_refused(text: str) -> None:
     with pytest.raises((ValueError, TypeError)):
         parse_datetime(text)
+
+
+_texts = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from(["+14155550123", "+1", "OVO", "Shop 1", " ", "a\x00b", "\ud800", "x" * 12]),
+)
+
+
+@given(to=_texts, message=_texts, from_=st.one_of(st.none(), _texts))
+def test_the_plain_dict_fast_path_agrees_with_sms_request(
+    to: str, message: str, from_: str | None
+) -> None:
+    """Bulk input's fast path accepts and refuses exactly what SMSRequest does, with the
+    same field named."""
+    item = (
+        {"to": to, "message": message}
+        if from_ is None
+        else {"to": to, "from": from_, "message": message}
+    )
+
+    def outcome(make: Any) -> Any:
+        try:
+            return make()
+        except ValidationError as exc:
+            return ("error", exc.field)
+
+    fast = outcome(lambda: make_request(item, default_from="OVO"))
+    slow = outcome(
+        lambda: SMSRequest(to=to, message=message, from_=from_ if from_ is not None else "OVO")
+    )
+    assert fast == slow
