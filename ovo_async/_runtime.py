@@ -21,7 +21,6 @@ here:
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import concurrent.futures
 import contextlib
@@ -38,6 +37,8 @@ from ._client import PICKLE_REFUSAL
 from ._errors import OVOError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from anyio.from_thread import BlockingPortal
 
     from ._bulk import AsyncBulkRun, BulkProgress
@@ -60,6 +61,14 @@ CANCEL_TIMEOUT = 2.0
 
 _CLOSED = "this client is closed; make a new one (or use `with`)"
 _warned_inside_loop = False
+
+
+def _asyncio() -> Any:
+    # asyncio costs ~15 ms to import: `from ovo_async import OVOClient` should not pay it
+    # until the first call starts the loop thread.
+    import asyncio
+
+    return asyncio
 
 
 class Runtime:
@@ -109,7 +118,7 @@ class Runtime:
 
         async def serve() -> None:
             async with BlockingPortal() as portal:
-                self._loop = asyncio.get_running_loop()
+                self._loop = _asyncio().get_running_loop()
                 ready.put(portal)
                 await portal.sleep_until_stopped()
 
@@ -140,7 +149,7 @@ class Runtime:
         if pool.closed or loop is None or self._pid != os.getpid() or self.shut_down:
             return
         try:
-            future = asyncio.run_coroutine_threadsafe(pool.aclose(), loop)
+            future = _asyncio().run_coroutine_threadsafe(pool.aclose(), loop)
         except RuntimeError:  # the loop has stopped: nothing left to close it on
             return
         self._closing.add(future)
@@ -162,7 +171,7 @@ class Runtime:
                     await pool.aclose()
 
         with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(close_all(), loop).result(STOP_TIMEOUT)
+            _asyncio().run_coroutine_threadsafe(close_all(), loop).result(STOP_TIMEOUT)
         for future in list(self._closing):
             with contextlib.suppress(Exception):
                 future.result(STOP_TIMEOUT)
@@ -239,7 +248,9 @@ class SyncCore:
         # Straight onto the portal's loop: the portal's own task machinery cost about
         # 100 us more per call; cancelling this future cancels the task just the same.
         try:
-            future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(invoke(), loop)
+            future: concurrent.futures.Future[T] = _asyncio().run_coroutine_threadsafe(
+                invoke(), loop
+            )
         except RuntimeError:  # the loop stopped between the check and the call (exit)
             raise OVOError("the ovo-async event loop has stopped (interpreter exit)") from None
         try:
@@ -295,7 +306,7 @@ class SyncCore:
             self.client._transport.pool.closed = True
             return
         with contextlib.suppress(OVOError, concurrent.futures.CancelledError, RuntimeError):
-            asyncio.run_coroutine_threadsafe(self.client.aclose(), loop).result(STOP_TIMEOUT)
+            _asyncio().run_coroutine_threadsafe(self.client.aclose(), loop).result(STOP_TIMEOUT)
 
 
 class SyncIterator(Generic[T]):
@@ -369,7 +380,7 @@ class _Feed:
         if not self._items:
             if self._ended:
                 raise StopAsyncIteration
-            loop = asyncio.get_running_loop()
+            loop = _asyncio().get_running_loop()
             wanted: asyncio.Future[tuple[list[Any], BaseException | None]] = loop.create_future()
             self.requests.put((loop, wanted))
             items, error = await wanted
@@ -436,7 +447,9 @@ class BulkRun(SyncIterator["BulkOutcome"]):
                 ready.put(done)
 
         loop = self._core._loop()
-        future = asyncio.run_coroutine_threadsafe(next_outcome(), loop)
+        future: concurrent.futures.Future[BulkOutcome] = _asyncio().run_coroutine_threadsafe(
+            next_outcome(), loop
+        )
         try:
             while True:
                 request = ready.get()

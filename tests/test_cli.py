@@ -10,6 +10,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -170,8 +171,18 @@ def test_ctrl_c_halfway_then_the_same_journal_finishes_without_sending_twice(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
     )
     assert proc.stdout is not None and proc.stderr is not None
-    # Plain progress lines come every tenth of the rows: stop after the second one.
-    lines = [proc.stdout.readline(), proc.stdout.readline()]
+    # Plain progress lines come every tenth of the rows: stop after the second one. Read on
+    # a thread with a deadline, so a CLI that hangs fails this test instead of the suite.
+    lines: list[str] = []
+    out = proc.stdout
+    reader = threading.Thread(
+        target=lambda: lines.extend(out.readline() for _ in range(2)), daemon=True
+    )
+    reader.start()
+    reader.join(60)
+    if reader.is_alive():
+        proc.kill()
+        pytest.fail(f"no progress from the CLI within 60 s: {proc.communicate()[1][-2000:]}")
     assert all("done" in line for line in lines), lines
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
