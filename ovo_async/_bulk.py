@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import attrs
+import httpx
 import sniffio
 from anyio.streams.memory import MemoryObjectSendStream
 
@@ -60,6 +61,7 @@ from ._journal import (
 from ._pacer import Pacer, RateLimiter
 from ._requests import make_request
 from ._retry import RETRY_HOOKS
+from ._transport import check_timeout
 from ._validation import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
 from ._validation import idempotency_key as check_key
 from .models import BatchResult, BulkOutcome, MessageStatus, SentMessage, SMSRequest
@@ -235,7 +237,9 @@ class AsyncBulkRun:
         key: Callable[[Any], str] | None = None,
         journal: str | os.PathLike[str] | None = None,
         rate_limiter: RateLimiter | None = None,
+        timeout: float | httpx.Timeout | None = None,
     ) -> None:
+        limits = None if timeout is None else check_timeout(timeout)
         if isinstance(messages, (str, bytes, Mapping, SMSRequest)) or not isinstance(
             messages, (Iterable, AsyncIterable)
         ):
@@ -289,6 +293,7 @@ class AsyncBulkRun:
             prefix=idempotency_prefix,
             key=key,
             journal=journal,
+            timeout=limits,
         )
         self._engine = engine
         #: Live counts of the run.
@@ -352,8 +357,10 @@ class _Engine:
         prefix: str | None,
         key: Callable[[Any], str] | None,
         journal: str | os.PathLike[str] | None,
+        timeout: httpx.Timeout | None = None,
     ) -> None:
         self._sms = sms
+        self.timeout = timeout
         self.messages = messages
         self.concurrency = concurrency
         self.batch_size = batch_size
@@ -623,11 +630,11 @@ class _Engine:
         token = RETRY_HOOKS.set(_Hooks(self.pacer, n))
         try:
             if endpoint == "send":
-                sent = await self._sms._send(requests[0], key)
+                sent = await self._sms._send(requests[0], key, self.timeout)
                 index, _, request, _ = members[0]
                 outcomes = [self._outcome(index, request, sent, None)]
             else:
-                result = await self._sms._send_batch(requests, None, key)
+                result = await self._sms._send_batch(requests, None, key, self.timeout)
                 outcomes = self._batch_outcomes(members, result, key)
         except OVOError as exc:
             _pause_for(self.pacer, exc)
@@ -675,6 +682,7 @@ class _Engine:
                     to=entry.to,
                     from_=entry.from_,
                     created_at=result.created_at,
+                    request_id=result.request_id,
                 )
                 outcomes.append(self._outcome(index, request, sent, None))
             else:

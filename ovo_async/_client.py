@@ -17,7 +17,7 @@ from ._errors import OVOError, ValidationError
 from ._phone import check_region
 from ._pool import AiohttpIO, ShardedTransport, default_ssl_context
 from ._retry import RetryPolicy
-from ._transport import DEFAULT_MAX_RESPONSE_BYTES, APIKey, Pool, Transport
+from ._transport import DEFAULT_MAX_RESPONSE_BYTES, APIKey, Pool, Transport, check_timeout
 from .resources.sms import AsyncSMS
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "AsyncOVOClient"]
@@ -181,20 +181,6 @@ def _proxies_configured() -> bool:
     return any(k in ("http", "https", "all") for k in urllib.request.getproxies())
 
 
-def _timeout(value: float | httpx.Timeout | None) -> httpx.Timeout:
-    if isinstance(value, httpx.Timeout):
-        for phase in ("connect", "read", "write", "pool"):
-            seconds = getattr(value, phase)
-            if seconds is not None:
-                _validation.seconds(f"timeout.{phase}", seconds, allow_zero=False)
-        return value
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError(
-            "timeout", f"must be a number of seconds or an httpx.Timeout, got {value!r}"
-        )
-    return httpx.Timeout(_validation.seconds("timeout", value, allow_zero=False))
-
-
 def _retry_policy(max_retries: int | None, retry: RetryPolicy | None) -> RetryPolicy:
     policy = retry if retry is not None else RetryPolicy()
     if not isinstance(policy, RetryPolicy):
@@ -306,7 +292,7 @@ class AsyncOVOClient:
         url = _check_base_url(base_url or os.environ.get("OVO_BASE_URL") or DEFAULT_BASE_URL)
         if default_from is not None:
             _validation.sender("default_from", default_from)
-        checked_timeout = _timeout(timeout)
+        checked_timeout = check_timeout(timeout)
         policy = _retry_policy(max_retries, retry)
         headers = _validation.headers("default_headers", default_headers)
         cap = _validation.count("max_response_bytes", max_response_bytes)
@@ -378,7 +364,7 @@ class AsyncOVOClient:
         policy = self._transport.retry if retry is NOT_GIVEN else retry
         transport = self._transport.derive(
             pool=self._transport.pool,
-            timeout=self._transport.timeout if timeout is NOT_GIVEN else _timeout(timeout),
+            timeout=self._transport.timeout if timeout is NOT_GIVEN else check_timeout(timeout),
             retry=_retry_policy(None if max_retries is NOT_GIVEN else max_retries, policy),
         )
         return self._sibling(transport, owns_pool=False)

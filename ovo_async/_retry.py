@@ -6,8 +6,10 @@ not act on it. Cancellation is never retried: the predicate only accepts `OVOErr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -149,6 +151,28 @@ class _Wait:
         return self.policy.backoff(retry_state.attempt_number)
 
 
+#: How many `instant_retries()` blocks are open: while any is, retries do not wait.
+_instant = 0
+
+
+@contextlib.contextmanager
+def instant_retries() -> Iterator[None]:
+    """Within this block retries happen as configured but without waiting (for tests of
+    code that retries: a 429 with Retry-After: 2 should not cost the test suite 2 s)."""
+    global _instant
+    _instant += 1
+    try:
+        yield
+    finally:
+        _instant -= 1
+
+
+async def _sleep(seconds: float) -> None:
+    import anyio
+
+    await anyio.sleep(0 if _instant else seconds)
+
+
 def retrying(policy: RetryPolicy, *, idempotent: bool, describe: str) -> AsyncRetrying:
     """A tenacity loop for one call: `async for attempt in retrying(...): with attempt: ...`.
 
@@ -157,7 +181,6 @@ def retrying(policy: RetryPolicy, *, idempotent: bool, describe: str) -> AsyncRe
     """
     hooks = RETRY_HOOKS.get()
     # Imported here: only a failed attempt needs them, and they add to import time.
-    import anyio
     from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
     def before_sleep(state: RetryCallState) -> None:
@@ -180,7 +203,7 @@ def retrying(policy: RetryPolicy, *, idempotent: bool, describe: str) -> AsyncRe
         stop=stop_after_attempt(policy.max_retries + 1),
         wait=_Wait(policy),
         retry=retry_if_exception(lambda e: should_retry(e, idempotent=idempotent, policy=policy)),
-        sleep=anyio.sleep,
+        sleep=_sleep,
         before_sleep=before_sleep,
         reraise=True,
     )

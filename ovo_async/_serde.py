@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -122,10 +122,18 @@ def converter() -> cattrs.Converter:
 
     entries = tuple[BatchMessage, ...]
     conv.register_structure_hook_func(lambda t: t == entries, batch_messages)
+    # `request_id` and `headers` come from the response's headers, never from its body.
+    omit = override(omit=True)
     for cls in (SentMessage, Message):
         conv.register_structure_hook(
-            cls, make_dict_structure_fn(cls, conv, from_=override(rename="from"))
+            cls,
+            make_dict_structure_fn(
+                cls, conv, from_=override(rename="from"), request_id=omit, headers=omit
+            ),
         )
+    conv.register_structure_hook(
+        BatchResult, make_dict_structure_fn(BatchResult, conv, request_id=omit, headers=omit)
+    )
     conv.register_unstructure_hook(
         SMSRequest,
         make_dict_unstructure_fn(
@@ -184,6 +192,16 @@ def parser(cls: type[T]) -> Callable[[Any], T]:
     return functools.partial(structure, cls=cls)
 
 
+def with_response(result: T, headers: Mapping[str, str]) -> T:
+    """Put the response's request id and headers on a model that has room for them."""
+    if isinstance(result, (SentMessage, BatchResult, Message)):
+        # Frozen models: set once, here, before the caller ever sees the object.
+        setattr_ = object.__setattr__
+        setattr_(result, "request_id", headers.get("x-request-id"))
+        setattr_(result, "headers", headers)
+    return result
+
+
 def _reasons(exc: BaseException) -> list[str]:
     import cattrs
 
@@ -201,4 +219,5 @@ __all__ = [
     "parser",
     "request_body",
     "structure",
+    "with_response",
 ]

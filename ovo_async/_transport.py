@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from . import _serde, _validation
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -412,6 +413,10 @@ def _api_error(response: httpx.Response, body: _Body, method: str) -> APIError:
     if 300 <= response.status_code < 400:
         location = response.headers.get("location")
         api_error.args = (f"{api_error} (redirect to {location!r} not followed)",)
+    elif response.status_code in (401, 403, 404):
+        # A wrong key, or a base_url missing its `/v1`: the URL is what tells them apart.
+        url = response.request.url.copy_with(userinfo=b"")
+        api_error.args = (f"{api_error} ({method} {url})",)
     api_error.may_have_been_sent = fate(
         method, reached=True, status=response.status_code, retry_after=retry_after
     )
@@ -420,6 +425,21 @@ def _api_error(response: httpx.Response, body: _Body, method: str) -> APIError:
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)[:1000]
+
+
+def check_timeout(value: float | httpx.Timeout | None) -> httpx.Timeout:
+    """A client's or a call's `timeout`: seconds for each phase, or an `httpx.Timeout`."""
+    if isinstance(value, httpx.Timeout):
+        for phase in ("connect", "read", "write", "pool"):
+            seconds = getattr(value, phase)
+            if seconds is not None:
+                _validation.seconds(f"timeout.{phase}", seconds, allow_zero=False)
+        return value
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(
+            "timeout", f"must be a number of seconds or an httpx.Timeout, got {value!r}"
+        )
+    return httpx.Timeout(_validation.seconds("timeout", value, allow_zero=False))
 
 
 class Transport:
@@ -475,8 +495,11 @@ class Transport:
         parse: Callable[[Any], T],
         body: Any = None,
         idempotency_key: str | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> T:
         """Send with retries; return `parse(decoded JSON)` of the 2xx answer.
+
+        `timeout` replaces the client's for this call (each phase of each attempt).
 
         Every POST carries an `Idempotency-Key` (the caller's or a new UUID4), the same on
         every attempt; every error from a POST carries it and `may_have_been_sent`. A 2xx
@@ -499,10 +522,11 @@ class Transport:
             except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
                 raise ValidationError("body", f"cannot be sent as JSON: {exc}") from None
         url = self.base_url + path
+        limits = timeout or self.timeout
         try:
             # The first attempt runs outside tenacity: its loop costs ~80 us per call,
             # more than everything else the SDK adds, and most calls succeed first time.
-            return await self._attempt(method, url, path, headers, content, parse)
+            return await self._attempt(method, url, path, headers, content, parse, limits)
         except OVOError as first:
             if not idempotent:
                 first.idempotency_key = idempotency_key
@@ -517,6 +541,7 @@ class Transport:
                 content,
                 parse,
                 idempotent,
+                limits,
             )
 
     async def _retry(
@@ -529,6 +554,7 @@ class Transport:
         content: bytes | None,
         parse: Callable[[Any], T],
         idempotent: bool,
+        timeout: httpx.Timeout,
     ) -> T:
         """Attempts 2..n: tenacity decides, starting from the first attempt's error."""
         pending: OVOError | None = first
@@ -545,7 +571,9 @@ class Transport:
                     if hooks is not None:
                         await hooks.before_retry()
                     try:
-                        return await self._attempt(method, url, path, headers, content, parse)
+                        return await self._attempt(
+                            method, url, path, headers, content, parse, timeout
+                        )
                     except OVOError as exc:
                         maybe_sent = maybe_sent or exc.may_have_been_sent
                         raise
@@ -564,6 +592,7 @@ class Transport:
         headers: dict[str, str],
         content: bytes | None,
         parse: Callable[[Any], T],
+        timeout: httpx.Timeout,
     ) -> T:
         """One request and its answer. Every failure leaves here as an `OVOError` whose
         `may_have_been_sent` comes from `fate()`; nothing else is raised but cancellation."""
@@ -574,7 +603,7 @@ class Transport:
         started = time.perf_counter() if debug else 0.0
         try:
             request = http.build_request(
-                method, url, content=content, headers=headers, timeout=self.timeout
+                method, url, content=content, headers=headers, timeout=timeout
             )
         except Exception as exc:
             raise APIConnectionError(
@@ -619,7 +648,9 @@ class Transport:
             )
         if not 200 <= status < 300:
             raise _api_error(response, body, method)
-        return self._parse(method, response, body, parse)
+        return _serde.with_response(
+            self._parse(method, response, body, parse), dict(response.headers.items())
+        )
 
     def _parse(
         self, method: str, response: httpx.Response, body: _Body, parse: Callable[[Any], T]

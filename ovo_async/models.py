@@ -7,6 +7,7 @@ field `from`. Statuses the SDK does not know are kept as plain strings.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -96,6 +97,11 @@ class SentMessage:
     from_: str
     created_at: datetime
 
+    #: The server's `X-Request-Id` for the call that returned this (quote it to support).
+    request_id: str | None = attrs.field(default=None, eq=False)
+    #: That response's headers (lower-case names).
+    headers: Mapping[str, str] | None = attrs.field(default=None, eq=False, repr=False)
+
 
 @attrs.frozen(kw_only=True)
 class ErrorDetail:
@@ -133,6 +139,11 @@ class BatchResult:
     messages: tuple[BatchMessage, ...]
     created_at: datetime
 
+    #: The server's `X-Request-Id` for the call that returned this (quote it to support).
+    request_id: str | None = attrs.field(default=None, eq=False)
+    #: That response's headers (lower-case names).
+    headers: Mapping[str, str] | None = attrs.field(default=None, eq=False, repr=False)
+
 
 @attrs.frozen(kw_only=True)
 class Message:
@@ -147,6 +158,11 @@ class Message:
     created_at: datetime
     updated_at: datetime
     delivered_at: datetime | None = None
+
+    #: The server's `X-Request-Id` for the call that returned this (quote it to support).
+    request_id: str | None = attrs.field(default=None, eq=False)
+    #: That response's headers (lower-case names).
+    headers: Mapping[str, str] | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def is_final(self) -> bool:

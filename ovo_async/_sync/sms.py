@@ -9,6 +9,8 @@ import os
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from ovo_async._pacer import RateLimiter
 from ovo_async._runtime import BulkRun
 from ovo_async._validation import DEFAULT_BATCH_SIZE
@@ -34,6 +36,7 @@ class SMS:
         message: str,
         callback_url: str | None = None,
         idempotency_key: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
     ) -> SentMessage:
         """Send one SMS and return the server's receipt.
 
@@ -41,9 +44,10 @@ class SMS:
         `default_from`); `callback_url` receives status updates. Bad input raises
         `ValidationError` before any request. `idempotency_key` (default: a new UUID4) is
         sent with every attempt, so a retry cannot send the message twice on a server that
-        honours it.
+        honours it. `timeout` (seconds, or an `httpx.Timeout`) replaces the client's for
+        this call. The receipt's `request_id` is the server's id for the request.
         """
-        return self._client._core.run(lambda c: c.sms.send(to=to, from_=from_, message=message, callback_url=callback_url, idempotency_key=idempotency_key))
+        return self._client._core.run(lambda c: c.sms.send(to=to, from_=from_, message=message, callback_url=callback_url, idempotency_key=idempotency_key, timeout=timeout))
 
     def batch(
         self,
@@ -51,19 +55,23 @@ class SMS:
         *,
         callback_url: str | None = None,
         idempotency_key: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
     ) -> BatchResult:
         """Send up to `MAX_BATCH_SIZE` (1,000) messages in one request.
 
         Items are `SMSRequest`s or mappings with the keys `to`, `from` (or `from_`),
         `message` and `callback_url`. A bad item raises `ValidationError` naming it
         (`messages[3].to`) before any request. Items the server refuses are reported in the
-        result's `messages`, in the order given, not raised.
+        result's `messages`, in the order given, not raised. `timeout` replaces the
+        client's for this call.
         """
-        return self._client._core.run(lambda c: c.sms.batch(messages, callback_url=callback_url, idempotency_key=idempotency_key))
+        return self._client._core.run(lambda c: c.sms.batch(messages, callback_url=callback_url, idempotency_key=idempotency_key, timeout=timeout))
 
-    def retrieve(self, message_id: str) -> Message:
-        """Fetch a message and its current status by id. Unknown ids raise `NotFoundError`."""
-        return self._client._core.run(lambda c: c.sms.retrieve(message_id))
+    def retrieve(self, message_id: str, *, timeout: float | httpx.Timeout | None = None) -> Message:
+        """Fetch a message and its current status by id. Unknown ids raise `NotFoundError`.
+        `timeout` replaces the client's for this call.
+        """
+        return self._client._core.run(lambda c: c.sms.retrieve(message_id, timeout=timeout))
 
     def wait_until_final(
         self,
@@ -91,6 +99,7 @@ class SMS:
         key: Callable[[Any], str] | None = None,
         journal: str | os.PathLike[str] | None = None,
         rate_limiter: RateLimiter | None = None,
+        timeout: float | httpx.Timeout | None = None,
     ) -> BulkRun:
         """Send many messages at high concurrency; yields one `BulkOutcome` per input.
 
@@ -115,9 +124,10 @@ class SMS:
           back as `replayed` outcomes without being sent; what was in flight when the
           process died is sent again with the same key and body if the client's policy
           has `retry_non_idempotent`, else reported as possibly sent.
+        - `timeout`: replaces the client's for each request of the run.
 
         A 429 pauses every worker until its `Retry-After` has passed. Outcomes arrive in
         completion order (see `outcome.index`); `progress` has live counts. Use
         `with` (or `close()`) to stop early.
         """
-        return self._client._core.iterate(lambda c: c.sms.send_many(messages, concurrency=concurrency, batch_size=batch_size, rate_limit=rate_limit, idempotency_prefix=idempotency_prefix, key=key, journal=journal, rate_limiter=rate_limiter), BulkRun)
+        return self._client._core.iterate(lambda c: c.sms.send_many(messages, concurrency=concurrency, batch_size=batch_size, rate_limit=rate_limit, idempotency_prefix=idempotency_prefix, key=key, journal=journal, rate_limiter=rate_limiter, timeout=timeout), BulkRun)

@@ -7,13 +7,15 @@ from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import httpx
+
 from .. import _serde
 from .. import _validation as v
 from .._errors import APITimeoutError, ValidationError
 from .._pacer import RateLimiter
 from .._phone import normalize_number
 from .._requests import make_request
-from .._transport import Transport
+from .._transport import Transport, check_timeout
 from .._validation import DEFAULT_BATCH_SIZE
 from ..models import BatchResult, Message, SentMessage, SMSRequest
 
@@ -55,6 +57,7 @@ class AsyncSMS:
         message: str,
         callback_url: str | None = None,
         idempotency_key: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
     ) -> SentMessage:
         """Send one SMS and return the server's receipt.
 
@@ -62,8 +65,10 @@ class AsyncSMS:
         `default_from`); `callback_url` receives status updates. Bad input raises
         `ValidationError` before any request. `idempotency_key` (default: a new UUID4) is
         sent with every attempt, so a retry cannot send the message twice on a server that
-        honours it.
+        honours it. `timeout` (seconds, or an `httpx.Timeout`) replaces the client's for
+        this call. The receipt's `request_id` is the server's id for the request.
         """
+        limits = None if timeout is None else check_timeout(timeout)
         if self._region is not None:
             to = normalize_number(to, self._region)
         request = make_request(
@@ -72,15 +77,21 @@ class AsyncSMS:
             max_segments=self._max_segments,
         )
         v.idempotency_key("idempotency_key", idempotency_key)
-        return await self._send(request, idempotency_key)
+        return await self._send(request, idempotency_key, limits)
 
-    async def _send(self, request: SMSRequest, idempotency_key: str | None) -> SentMessage:
+    async def _send(
+        self,
+        request: SMSRequest,
+        idempotency_key: str | None,
+        timeout: httpx.Timeout | None = None,
+    ) -> SentMessage:
         return await self._transport.request(
             "POST",
             "/sms/send",
             parse=_SENT,
             body=_serde.request_body(request),
             idempotency_key=idempotency_key,
+            timeout=timeout,
         )
 
     async def batch(
@@ -89,24 +100,28 @@ class AsyncSMS:
         *,
         callback_url: str | None = None,
         idempotency_key: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
     ) -> BatchResult:
         """Send up to `MAX_BATCH_SIZE` (1,000) messages in one request.
 
         Items are `SMSRequest`s or mappings with the keys `to`, `from` (or `from_`),
         `message` and `callback_url`. A bad item raises `ValidationError` naming it
         (`messages[3].to`) before any request. Items the server refuses are reported in the
-        result's `messages`, in the order given, not raised.
+        result's `messages`, in the order given, not raised. `timeout` replaces the
+        client's for this call.
         """
+        limits = None if timeout is None else check_timeout(timeout)
         requests = self._batch_requests(messages)
         v.callback_url("callback_url", callback_url)
         v.idempotency_key("idempotency_key", idempotency_key)
-        return await self._send_batch(requests, callback_url, idempotency_key)
+        return await self._send_batch(requests, callback_url, idempotency_key, limits)
 
     async def _send_batch(
         self,
         requests: list[SMSRequest],
         callback_url: str | None,
         idempotency_key: str | None,
+        timeout: httpx.Timeout | None = None,
     ) -> BatchResult:
         body: dict[str, Any] = {"messages": [_serde.request_body(r) for r in requests]}
         if callback_url is not None:
@@ -117,6 +132,7 @@ class AsyncSMS:
             parse=_BATCH,
             body=body,
             idempotency_key=idempotency_key,
+            timeout=timeout,
         )
 
     def _batch_requests(self, messages: Any) -> list[SMSRequest]:
@@ -146,11 +162,15 @@ class AsyncSMS:
             for i, item in enumerate(items)
         ]
 
-    async def retrieve(self, message_id: str) -> Message:
-        """Fetch a message and its current status by id. Unknown ids raise `NotFoundError`."""
+    async def retrieve(
+        self, message_id: str, *, timeout: float | httpx.Timeout | None = None
+    ) -> Message:
+        """Fetch a message and its current status by id. Unknown ids raise `NotFoundError`.
+        `timeout` replaces the client's for this call."""
+        limits = None if timeout is None else check_timeout(timeout)
         v.message_id("message_id", message_id)
         return await self._transport.request(
-            "GET", "/sms/" + quote(message_id, safe=""), parse=_MESSAGE
+            "GET", "/sms/" + quote(message_id, safe=""), parse=_MESSAGE, timeout=limits
         )
 
     async def wait_until_final(
@@ -192,6 +212,7 @@ class AsyncSMS:
         key: Callable[[Any], str] | None = None,
         journal: str | os.PathLike[str] | None = None,
         rate_limiter: RateLimiter | None = None,
+        timeout: float | httpx.Timeout | None = None,
     ) -> AsyncBulkRun:
         """Send many messages at high concurrency; yields one `BulkOutcome` per input.
 
@@ -216,6 +237,7 @@ class AsyncSMS:
           back as `replayed` outcomes without being sent; what was in flight when the
           process died is sent again with the same key and body if the client's policy
           has `retry_non_idempotent`, else reported as possibly sent.
+        - `timeout`: replaces the client's for each request of the run.
 
         A 429 pauses every worker until its `Retry-After` has passed. Outcomes arrive in
         completion order (see `outcome.index`); `progress` has live counts. Use
@@ -231,4 +253,5 @@ class AsyncSMS:
             key=key,
             journal=journal,
             rate_limiter=rate_limiter,
+            timeout=timeout,
         )
