@@ -33,9 +33,10 @@ _let_pyenv_shims_find_every_python()
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The test suite (the same one the README's test command runs), on 3.10 and 3.13."""
+    """The test suite (the same one the README's test command runs), on 3.10 and 3.13,
+    with branch coverage (its floor is in pyproject.toml)."""
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "--cov", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -48,9 +49,14 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package, the tests and the typing examples."""
-    session.install("-e", ".[test]", "mypy>=1.10", "nox>=2024.4.15")
+    """mypy --strict and pyright on the package, the tests and the typing examples, and
+    pyright's completeness score of the public API (at least 98 %)."""
+    session.install(
+        "-e", ".[test]", "mypy>=1.10", "typing_extensions>=4.6", "nox>=2024.4.15", "pyright"
+    )
     session.run("mypy", "--strict", "ovo_async", "tests", "scripts")
+    session.run("pyright")
+    session.run("python", "scripts/verify_types.py", "--floor", "98")
 
 
 @nox.session(python=PYTHON)

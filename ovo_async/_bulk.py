@@ -297,7 +297,7 @@ class AsyncBulkRun:
         )
         self._engine = engine
         #: Live counts of the run.
-        self.progress = engine.progress
+        self.progress: BulkProgress = engine.progress
         # Only this object holds the generator: when the caller drops it (breaking out of
         # `async for`), the generator is finalized at once and stops the workers, which
         # hold the engine but not this object.

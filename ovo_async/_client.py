@@ -156,7 +156,9 @@ def _tls_context(verify: Any, cert: Any) -> ssl.SSLContext:
         if not isinstance(parts, tuple) or not 1 <= len(parts) <= 3:
             raise ValidationError("cert", "must be a path, (cert, key) or (cert, key, password)")
         try:
-            context.load_cert_chain(*parts)
+            # The password may be str, bytes or a callable: ssl checks it at run time.
+            chain: tuple[Any, ...] = parts
+            context.load_cert_chain(*chain)
         except (OSError, ValueError, TypeError) as exc:
             raise ValidationError("cert", f"cannot load the client certificate: {exc}") from None
     return context

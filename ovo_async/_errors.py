@@ -105,7 +105,7 @@ class APIError(OVOError):
         request_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        self.status_code = response.status_code
+        self.status_code: int = response.status_code
         self.response: httpx.Response | None = response
         self.body = body
         self.code = code
@@ -186,7 +186,10 @@ class MessageRejectedError(OVOError):
         self, message: str, *, code: str | None, param: str | None, status: str, batch_id: str
     ) -> None:
         super().__init__(message)
-        self.code, self.param, self.status, self.batch_id = code, param, status, batch_id
+        self.code: str | None = code
+        self.param: str | None = param
+        self.status: str = status
+        self.batch_id: str = batch_id
 
 
 class APIResponseValidationError(OVOError):
@@ -207,7 +210,7 @@ class APIResponseValidationError(OVOError):
     ) -> None:
         super().__init__(message)
         self.response = response
-        self.status_code = status_code if response is None else response.status_code
+        self.status_code: int | None = status_code if response is None else response.status_code
         self.body = body
 
 

@@ -212,7 +212,7 @@ class SyncCore:
     def __init__(self, client: AsyncOVOClient, parent: SyncCore | None = None) -> None:
         self.client = client
         self._parent = parent
-        self.closed = False
+        self.closed: bool = False
         self._finalizer: weakref.finalize[Any, SyncCore] | None = None
         if parent is None:
             pool = client._transport.pool

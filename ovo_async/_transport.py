@@ -124,9 +124,9 @@ class Pool:
         owned: bool,
         rebuild: Callable[[], httpx.AsyncClient] | None = None,
     ) -> None:
-        self.http = http
-        self.owned = owned
-        self.closed = False
+        self.http: httpx.AsyncClient = http
+        self.owned: bool = owned
+        self.closed: bool = False
         self._rebuild = rebuild
         self._pid = os.getpid()
         self._loop: Any = None
@@ -456,14 +456,14 @@ class Transport:
         default_headers: Mapping[str, str],
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        self.pool = pool
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-        self.timeout = timeout
-        self.retry = retry
-        self.default_headers = dict(default_headers)
-        self.max_response_bytes = max_response_bytes
-        self.closed = False
+        self.pool: Pool = pool
+        self.base_url: str = base_url.rstrip("/")
+        self.api_key: APIKey = api_key
+        self.timeout: httpx.Timeout = timeout
+        self.retry: RetryPolicy = retry
+        self.default_headers: dict[str, str] = dict(default_headers)
+        self.max_response_bytes: int = max_response_bytes
+        self.closed: bool = False
         self._auth = BearerAuth(api_key)
         self._headers = {
             "Accept": "application/json",

@@ -110,10 +110,10 @@ class RedisRateLimiter:
         if charge not in ("message", "segment"):
             raise ValidationError("charge", f'must be "message" or "segment", got {charge!r}')
         #: What one token pays for; `send_many` reads it.
-        self.charge = charge
-        self.rate = float(rate)
-        self.capacity = max(self.rate * burst, 1.0)
-        self.name = name
+        self.charge: str = charge
+        self.rate: float = float(rate)
+        self.capacity: float = max(self.rate * burst, 1.0)
+        self.name: str = name
         self._url = redis_url
         self._keys = [f"{name}:bucket", f"{name}:gate"]
         # redis.asyncio connections belong to one event loop: one client per loop.
