@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -344,15 +344,20 @@ async def _read_capped(response: httpx.Response, cap: int) -> _Body:
         if len(content) > cap:
             raise ValueError(f"answer body exceeds max_response_bytes ({cap:,} bytes)")
         return _Body(content, None)
+    return await _read_stream(response.aiter_raw(), response.headers.get("content-encoding"), cap)
+
+
+async def _read_stream(chunks: AsyncIterator[bytes], encoding: str | None, cap: int) -> _Body:
+    """`_read_capped` for a stream of raw (still encoded) chunks."""
     decoder: _Decoder | None = None
     problem: str | None = None
     try:
-        decoder = _Decoder(response.headers.get("content-encoding", ""))
+        decoder = _Decoder(encoding or "")
     except ValueError as exc:
         problem = str(exc)
     buffer = bytearray()
     raw = 0
-    async for chunk in response.aiter_raw():
+    async for chunk in chunks:
         raw += len(chunk)
         if raw > cap:
             raise ValueError(f"answer body exceeds max_response_bytes ({cap:,} bytes)")
@@ -599,6 +604,12 @@ class Transport:
         if self.pool.closed:
             raise OVOError("this client is closed; make a new one (or use `async with`)")
         http = self.pool.client()
+        # httpx keeps a client's transport here; the SDK's aiohttp one can skip httpx.
+        io: Any = getattr(http, "_transport", None)
+        if getattr(io, "exchange", None) is not None and io.direct():
+            return await self._attempt_direct(
+                io, method, url, path, headers, content, parse, timeout
+            )
         debug = logger.isEnabledFor(logging.DEBUG)
         started = time.perf_counter() if debug else 0.0
         try:
@@ -649,13 +660,92 @@ class Transport:
         if not 200 <= status < 300:
             raise _api_error(response, body, method)
         return _serde.with_response(
-            self._parse(method, response, body, parse), dict(response.headers.items())
+            self._parse(method, status, lambda: response, body, parse),
+            dict(response.headers.items()),
+        )
+
+    async def _attempt_direct(
+        self,
+        io: Any,
+        method: str,
+        url: str,
+        path: str,
+        headers: dict[str, str],
+        content: bytes | None,
+        parse: Callable[[Any], T],
+        timeout: httpx.Timeout,
+    ) -> T:
+        """`_attempt` on aiohttp without httpx's request and response objects: the same
+        timeouts, fates, errors, size cap, decoding and log line. An httpx `Response` is
+        made only for an error, which carries one."""
+        debug = logger.isEnabledFor(logging.DEBUG)
+        started = time.perf_counter() if debug else 0.0
+        sent = dict(headers)
+        sent["Authorization"] = self.api_key.bearer()
+        try:
+            answer = await io.exchange(method, url, sent, content, timeout)
+        except Exception as exc:
+            if debug:
+                logger.debug("%s %s -> %s", method, path, type(exc).__name__)
+            if self.pool.closed:
+                raise APIConnectionError(
+                    "the client was closed while this request was in flight",
+                    may_have_been_sent=fate(method, reached=not isinstance(exc, _NOT_SENT)),
+                ) from None
+            raise _connection_error(exc, method) from None
+        status = answer.status
+        try:
+            body = await _read_stream(
+                answer.chunks(), answer.headers.get("content-encoding"), self.max_response_bytes
+            )
+        except ValueError as exc:  # past the cap
+            answer.close()
+            raise ResponseTooLargeError(
+                f"{status} {exc}", may_have_been_sent=fate(method, reached=True, status=status)
+            ) from None
+        except Exception as exc:
+            answer.close()
+            raise _connection_error(exc, method) from None
+        answer.release()
+        if debug:
+            logger.debug(
+                "%s %s -> %d in %.1f ms request_id=%s",
+                method,
+                path,
+                status,
+                (time.perf_counter() - started) * 1000,
+                answer.headers.get("x-request-id"),
+            )
+
+        def response() -> httpx.Response:
+            # What errors carry: status, headers, reason and the request (without its key).
+            kept = {
+                k: v
+                for k, v in answer.headers.items()
+                if k not in ("content-encoding", "content-length", "transfer-encoding")
+            }
+            return httpx.Response(
+                status,
+                headers=kept,
+                content=body.content,
+                request=httpx.Request(method, url, headers=headers),
+                extensions={"reason_phrase": answer.reason.encode("latin-1", "replace")},
+            )
+
+        if not 200 <= status < 300:
+            raise _api_error(response(), body, method)
+        return _serde.with_response(
+            self._parse(method, status, response, body, parse), answer.headers
         )
 
     def _parse(
-        self, method: str, response: httpx.Response, body: _Body, parse: Callable[[Any], T]
+        self,
+        method: str,
+        status: int,
+        response: Callable[[], httpx.Response],
+        body: _Body,
+        parse: Callable[[Any], T],
     ) -> T:
-        status = response.status_code
         problem = body.problem
         data: Any = None
         if problem is None and not body.content.strip():
@@ -672,7 +762,7 @@ class Transport:
                 problem = f"{status} {exc}"
         if data is None:
             data = body.content.decode("utf-8", "replace")[:10_000]
-        error = APIResponseValidationError(problem[:1000], response=response, body=data)
+        error = APIResponseValidationError(problem[:1000], response=response(), body=data)
         # The server accepted the request: whatever we failed to read, it may have acted.
         error.may_have_been_sent = fate(method, reached=True, status=status)
         raise error

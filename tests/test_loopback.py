@@ -32,8 +32,19 @@ def server() -> Iterator[ScriptedServer]:
         yield s
 
 
+#: Every test runs on both I/O paths: httpx's, and aiohttp's that goes around httpx.
+BACKEND = {"io_backend": "httpx"}
+
+
+@pytest.fixture(autouse=True, params=["httpx", "aiohttp"])
+def io_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    BACKEND["io_backend"] = request.param
+    yield request.param
+    BACKEND["io_backend"] = "httpx"
+
+
 def make(server: ScriptedServer, **kwargs: object) -> AsyncOVOClient:
-    options: dict[str, object] = {"retry": SMALL, **kwargs}
+    options: dict[str, object] = {"retry": SMALL, **BACKEND, **kwargs}
     return AsyncOVOClient(api_key=API_KEY, base_url=server.url, **options)  # type: ignore[arg-type]
 
 
@@ -115,7 +126,12 @@ async def test_429_retry_after_one_waits_about_a_second(server: ScriptedServer) 
 async def test_connection_refused_post_is_retried_and_not_sent() -> None:
     with scripted_server() as gone:
         url = gone.url
-    async with AsyncOVOClient(api_key=API_KEY, base_url=url, retry=SMALL) as client:
+    async with AsyncOVOClient(
+        api_key=API_KEY,
+        base_url=url,
+        retry=SMALL,
+        io_backend=BACKEND["io_backend"],  # type: ignore[arg-type]
+    ) as client:
         with pytest.raises(APIConnectionError) as info:
             await client.sms.send(to=TO, from_="OVO", message="Hi")
     assert info.value.may_have_been_sent is False
