@@ -15,9 +15,9 @@ import httpx
 from . import _validation
 from ._errors import OVOError, ValidationError
 from ._phone import check_region
-from ._pool import AiohttpIO, ShardedTransport, default_ssl_context
+from ._pool import AiohttpIO, Pool, ShardedTransport, default_ssl_context
 from ._retry import RetryPolicy
-from ._transport import DEFAULT_MAX_RESPONSE_BYTES, APIKey, Pool, Transport, check_timeout
+from ._transport import DEFAULT_MAX_RESPONSE_BYTES, APIKey, Transport, check_timeout
 from .resources.sms import AsyncSMS
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "AsyncOVOClient"]

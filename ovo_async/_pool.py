@@ -13,12 +13,16 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import ssl
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import sniffio
+
+from ._errors import OVOError
 
 logger = logging.getLogger("ovo_async")
 
@@ -405,3 +409,102 @@ class AiohttpIO(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         await self._aiohttp.aclose()
         await self._fallback.aclose()
+
+
+class Pool:
+    """The `httpx.AsyncClient` shared by a client and the clients made by `with_options`.
+
+    It belongs to one process and one event loop. After `os.fork()`, or once the loop it
+    served has closed (a second `asyncio.run()`), an SDK-made pool starts over with new
+    connections; the old ones are dropped, never closed, since after fork they are the
+    parent's. A pool on a caller's `http_client` or `transport` cannot be rebuilt, so in
+    a forked child it refuses to send. Only the client that made the pool closes it; a
+    caller's `http_client` is never closed.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        owned: bool,
+        rebuild: Callable[[], httpx.AsyncClient] | None = None,
+    ) -> None:
+        self.http: httpx.AsyncClient = http
+        self.owned: bool = owned
+        self.closed: bool = False
+        self._rebuild = rebuild
+        self._pid = os.getpid()
+        self._loop: Any = None
+
+    def client(self) -> httpx.AsyncClient:
+        """The httpx client for this process and the running event loop."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        loop = current_loop()
+        if loop is not self._loop and loop is not None:
+            self._bind(loop)
+        return self.http
+
+    def _after_fork(self) -> None:
+        if self._rebuild is None:
+            raise OVOError(
+                "this client was built on your own http_client or transport before fork(): "
+                "its connections belong to the parent process, so nothing was sent. Build "
+                "the client after fork (for example in Celery's worker_process_init signal), "
+                "or let the SDK own the pool (verify=, cert= and proxy= cover TLS and proxies)"
+            )
+        self.http = self._rebuild()
+        self._pid = os.getpid()
+        self._loop = None
+
+    def _bind(self, loop: Any) -> None:
+        old = self._loop
+        self._loop = loop
+        if old is None or self._rebuild is None:
+            return
+        if isinstance(old, asyncio_loop_type()) and old.is_running() and not old.is_closed():
+            self._loop = old
+            raise OVOError(
+                "this AsyncOVOClient is in use on another running event loop; "
+                "make one client per event loop"
+            )
+        # The loop it served has finished: its connections died with it.
+        self.http = self._rebuild()
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if not self.owned or self._pid != os.getpid():
+            return  # a caller's client, or the parent's connections after fork
+        bound = self._loop
+        if isinstance(bound, asyncio_loop_type()) and bound.is_closed():
+            return  # its connections died with their loop; nothing can close them now
+        await self.http.aclose()
+
+
+_get_running_loop: Callable[[], Any] | None = None
+
+
+def current_loop() -> Any:
+    """What identifies the running event loop: the asyncio loop, or trio's run token."""
+    global _get_running_loop
+    if _get_running_loop is None:
+        import asyncio  # on first use: `import ovo_async` does not load asyncio
+
+        _get_running_loop = asyncio.events._get_running_loop
+    loop = _get_running_loop()
+    if loop is None and "trio" in sys.modules:
+        import trio
+
+        try:
+            loop = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            loop = None
+    return loop
+
+
+def asyncio_loop_type() -> type[Any]:
+    import asyncio
+
+    return asyncio.AbstractEventLoop

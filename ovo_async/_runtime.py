@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from ._bulk import AsyncBulkRun, BulkProgress
     from ._client import AsyncOVOClient
-    from ._transport import Pool
+    from ._pool import Pool
     from .models import BulkOutcome
 
 __all__ = ["RUNTIME", "BulkRun", "Runtime", "SyncCore", "SyncIterator"]

@@ -262,7 +262,13 @@ def generate_class(
             call = f"lambda c: {target}.{name}({_call_args(fn)})"
             lines.append(f"        return {core}.iterate({call}, {wrapper})")
         else:
-            continue
+            # A public method no rule covers would be missing from the sync face without a
+            # word: refuse, so the rule gets written (or the method made private).
+            raise SystemExit(
+                f"generate_sync: cannot translate {class_name}.{name} (a plain method "
+                f"returning {returns or 'nothing'}); add a rule for it to "
+                "scripts/generate_sync.py, or make it private"
+            )
         lines.append("")
 
     if is_client:

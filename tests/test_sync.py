@@ -214,3 +214,26 @@ def test_generator_check_catches_stale_extra_and_missing_files(tmp_path: Path) -
     assert any("extra file" in p for p in generate_sync.check(extra))
     missing = {**files, "more.py": "x = 1\n"}
     assert any("missing file" in p for p in generate_sync.check(missing))
+
+
+def test_the_generator_refuses_a_public_method_it_cannot_translate() -> None:
+    """Silently leaving a method out of the sync face would be a bug users find first."""
+    import ast
+
+    spec = importlib.util.spec_from_file_location(
+        "generate_sync", Path(__file__).resolve().parent.parent / "scripts" / "generate_sync.py"
+    )
+    assert spec is not None and spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    source = ast.parse(
+        "class AsyncSMS:\n"
+        "    async def send(self) -> int: ...\n"
+        "    def segments(self, text: str) -> int: ...\n"
+    )
+    with pytest.raises(SystemExit, match=r"AsyncSMS\.segments"):
+        generator.generate_class(source, "AsyncSMS", "sms")
+    # The same class without it translates.
+    del source.body[0].body[1]  # type: ignore[attr-defined]
+    lines, _ = generator.generate_class(source, "AsyncSMS", "sms")
+    assert any("def send(self) -> int:" in line for line in lines)
