@@ -562,7 +562,7 @@ class Transport:
             raise _api_error(response, body, method)
         return _serde.with_response(
             self._parse(method, status, lambda: response, body, parse),
-            dict(response.headers.items()),
+            response.headers,  # a case-insensitive Mapping; copied only if someone must
         )
 
     async def _attempt_direct(

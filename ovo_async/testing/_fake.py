@@ -1,15 +1,15 @@
 """FakeOVO: an in-memory OVO SMS API, written as a server would be, as an ASGI app.
 
-It deliberately shares no code with the SDK's transport or validation: a fake that used
-the client's own rules could never catch the client's bugs.
+Here: its state, its test controls, the message lifecycle and the ASGI app. The API's
+rules (validation, segment counting) are in `_rules.py`, the records it keeps in
+`_records.py`, and the callbacks' delivery thread in `_delivery.py`. It deliberately
+shares no code with the SDK's transport or validation: a fake that used the client's own
+rules could never catch the client's bugs.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import queue
-import re
 import threading
 import time
 import uuid
@@ -21,8 +21,19 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import anyio
-import attrs
 import httpx
+
+from ._delivery import CallbackSender
+from ._records import CallbackRecord, DroppedConnection, RecordedRequest, _Fault, _Problem, _Stored
+from ._rules import (
+    ENDPOINTS,
+    MAX_BATCH,
+    _check_item,
+    _is_url,
+    _now_iso,
+    _seconds,
+    _segments,
+)
 
 __all__ = ["CallbackRecord", "FakeOVO", "RecordedRequest"]
 
@@ -30,103 +41,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-# \Z, not $: `$` also matches before a trailing newline, which a real server refuses.
-_PHONE = re.compile(r"\A\+[1-9][0-9]{1,14}\Z")
-_ALPHA_SENDER = re.compile(r"\A[A-Za-z0-9 ]{1,11}\Z")
-MAX_BATCH = 1000
-ENDPOINTS = ("send", "batch", "retrieve")
-
-
-class DroppedConnection(Exception):
-    """Raised by the app to make the server drop the connection without an answer."""
-
-
-@attrs.define
-class _Fault:
-    status: int | None
-    retry_after: float | None
-    delay: float
-    drop: bool
-    body: Any
-
-
-@attrs.frozen
-class RecordedRequest:
-    """A request the fake received. The Authorization header is masked."""
-
-    method: str
-    path: str
-    endpoint: str | None
-    headers: dict[str, str]
-    body: Any
-    status: int
-    #: `time.monotonic()` when the request arrived.
-    received_at: float = 0.0
-
-    @property
-    def idempotency_key(self) -> str | None:
-        return self.headers.get("idempotency-key")
-
-
-@attrs.frozen
-class CallbackRecord:
-    """A status callback the fake POSTed; `error` is set when it could not be delivered."""
-
-    url: str
-    payload: dict[str, Any]
-    status_code: int | None = None
-    error: str | None = None
-
-
-@attrs.define
-class _Stored:
-    message_id: str
-    to: str
-    from_: str
-    text: str
-    callback_url: str | None
-    created: float  # on the fake's clock
-    unreachable: bool
-    reported: str = "queued"
-
-
-def _now_iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-# GSM 03.38 as its code table, written out by position (0x1B, the escape, as "\x00"):
-# the fake's own copy, so that a mistake in the SDK's counting shows up in tests.
-_GSM_TABLE = (
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x00ÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-_GSM_ESCAPED = "\f^{}\\[~]|€"
-
-
-def _segments(text: str) -> int:
-    """Segments as a carrier counts them: GSM-7 septets (escapes cost 2) or UTF-16 units
-    (surrogate pairs cost 2), 160/70 in one part, else 153/67 per part, no pair split."""
-    if all((c in _GSM_TABLE and c != "\x00") or c in _GSM_ESCAPED for c in text):
-        sizes = [2 if c in _GSM_ESCAPED else 1 for c in text]
-        single, part = 160, 153
-    else:
-        sizes = [len(c.encode("utf-16-le")) // 2 for c in text]
-        single, part = 70, 67
-    if sum(sizes) <= single:
-        return 1
-    parts, room = 0, 0
-    for size in sizes:
-        if size > room:
-            parts, room = parts + 1, part
-        room -= size
-    return parts
-
-
-class _Problem(Exception):
-    def __init__(self, status: int, code: str, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.param = status, code, message, param
 
 
 class FakeOVO:
@@ -167,15 +81,13 @@ class FakeOVO:
         self.sent_after = sent_after
         self.delivered_after = delivered_after
         self.requests: list[RecordedRequest] = []
-        self.callbacks: list[CallbackRecord] = []
-        self._callback_transport = callback_transport
-        self._callback_app = callback_app
+        self._callbacks = CallbackSender(
+            transport=callback_transport, app=callback_app, timeout=callback_timeout
+        )
+        #: Every callback POSTed so far, in order, and how it went.
+        self.callbacks: list[CallbackRecord] = self._callbacks.records
         self.callback_timeout = callback_timeout
-        self._outbox: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
-        self._queued = 0
-        self._sender: threading.Thread | None = None
         self._lock = threading.RLock()
-        self._lock_done = threading.Condition(self._lock)
         self._stored: dict[str, _Stored] = {}
         self._unreachable: set[str] = set()
         self._faults: dict[str, deque[_Fault]] = {}
@@ -350,56 +262,12 @@ class FakeOVO:
                         if step != "delivered":
                             payload["delivered_at"] = None
                         due.append((m.callback_url, payload))
-        if not due:
-            return
-        with self._lock:
-            self._queued += len(due)
-            if self._sender is None or not self._sender.is_alive():
-                self._sender = threading.Thread(
-                    target=self._send_callbacks, name="fake-ovo-callbacks", daemon=True
-                )
-                self._sender.start()
-        for item in due:
-            self._outbox.put(item)
+        if due:
+            self._callbacks.send(due)
 
     def wait_for_callbacks(self, timeout: float = 5.0) -> list[CallbackRecord]:
         """Block until every callback due so far has been delivered (or has failed)."""
-        with self._lock:
-            self._lock_done.wait_for(lambda: len(self.callbacks) >= self._queued, timeout)
-            return list(self.callbacks)
-
-    def _send_callbacks(self) -> None:
-        # One thread, one connection pool, in order: a slow or dead URL delays only the
-        # callbacks behind it, never the test's own thread or event loop.
-        transport = self._callback_transport
-        with httpx.Client(transport=transport, timeout=self.callback_timeout) as client:
-            while True:
-                item = self._outbox.get()
-                if item is None:
-                    return
-                url, payload = item
-                try:
-                    if self._callback_app is not None:
-                        status = self._post_in_process(url, payload)
-                    else:
-                        status = client.post(url, json=payload).status_code
-                    record = CallbackRecord(url, payload, status_code=status)
-                except Exception as exc:
-                    record = CallbackRecord(url, payload, error=f"{type(exc).__name__}: {exc}")
-                with self._lock:
-                    self.callbacks.append(record)
-                    self._lock_done.notify_all()
-
-    def _post_in_process(self, url: str, payload: dict[str, Any]) -> int:
-        app = self._callback_app
-        assert app is not None
-
-        async def post() -> int:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, timeout=self.callback_timeout) as c:
-                return (await c.post(url, json=payload)).status_code
-
-        return anyio.run(post)
+        return self._callbacks.wait(timeout)
 
     # ---- the ASGI app ---------------------------------------------------------------
 
@@ -665,38 +533,3 @@ class FakeOVO:
             )
             self._stored[stored.message_id] = stored
             return stored
-
-
-def _seconds(value: float) -> str:
-    return str(max(0, math.ceil(value)))
-
-
-def _is_url(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
-
-
-def _check_item(item: Any, prefix: str) -> dict[str, Any]:
-    if not isinstance(item, dict):
-        raise _Problem(
-            400, "invalid_parameter", "each message must be an object", prefix.rstrip(".")
-        )
-    to, sender, text = item.get("to"), item.get("from"), item.get("message")
-    if not isinstance(to, str) or not _PHONE.match(to):
-        raise _Problem(400, "invalid_parameter", "to must be an E.164 number", prefix + "to")
-    if not isinstance(sender, str) or not (_PHONE.match(sender) or _ALPHA_SENDER.match(sender)):
-        raise _Problem(
-            400, "invalid_parameter", "from must be a sender ID or number", prefix + "from"
-        )
-    if not isinstance(text, str) or not text:
-        raise _Problem(
-            400, "invalid_parameter", "message must be non-empty text", prefix + "message"
-        )
-    callback = item.get("callback_url")
-    if callback is not None and not _is_url(callback):
-        raise _Problem(
-            400, "invalid_parameter", "callback_url is not a URL", prefix + "callback_url"
-        )
-    return item

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import anyio
 import httpx
 
-from ._fake import DroppedConnection
+from ._records import DroppedConnection
 
 if TYPE_CHECKING:
     from ._fake import FakeOVO
