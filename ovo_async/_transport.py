@@ -529,14 +529,7 @@ class Transport:
                 request, auth=self._auth, stream=True, follow_redirects=False
             )
         except Exception as exc:
-            if debug:
-                logger.debug("%s %s -> %s", method, path, type(exc).__name__)
-            if self.pool.closed:
-                raise APIConnectionError(
-                    "the client was closed while this request was in flight",
-                    may_have_been_sent=fate(method, reached=not isinstance(exc, _NOT_SENT)),
-                ) from None
-            raise _connection_error(exc, method) from None
+            raise self._send_failed(exc, method, path, debug) from None
         try:
             body = await _read_capped(response, self.max_response_bytes)
         except ValueError as exc:  # past the cap
@@ -550,20 +543,24 @@ class Transport:
             await _close_quietly(response)
         status = response.status_code
         if debug:
-            logger.debug(
-                "%s %s -> %d in %.1f ms request_id=%s",
-                method,
-                path,
-                status,
-                (time.perf_counter() - started) * 1000,
-                response.headers.get("x-request-id"),
-            )
+            _log_answer(method, path, status, started, response.headers.get("x-request-id"))
         if not 200 <= status < 300:
             raise _api_error(response, body, method)
         return _serde.with_response(
             self._parse(method, status, lambda: response, body, parse),
             response.headers,  # a case-insensitive Mapping; copied only if someone must
         )
+
+    def _send_failed(self, exc: Exception, method: str, path: str, debug: bool) -> OVOError:
+        """The error for a request that got no answer, with its fate."""
+        if debug:
+            logger.debug("%s %s -> %s", method, path, type(exc).__name__)
+        if self.pool.closed:
+            return APIConnectionError(
+                "the client was closed while this request was in flight",
+                may_have_been_sent=fate(method, reached=not isinstance(exc, _NOT_SENT)),
+            )
+        return _connection_error(exc, method)
 
     async def _attempt_direct(
         self,
@@ -586,14 +583,7 @@ class Transport:
         try:
             answer = await io.exchange(method, url, sent, content, timeout)
         except Exception as exc:
-            if debug:
-                logger.debug("%s %s -> %s", method, path, type(exc).__name__)
-            if self.pool.closed:
-                raise APIConnectionError(
-                    "the client was closed while this request was in flight",
-                    may_have_been_sent=fate(method, reached=not isinstance(exc, _NOT_SENT)),
-                ) from None
-            raise _connection_error(exc, method) from None
+            raise self._send_failed(exc, method, path, debug) from None
         status = answer.status
         try:
             body = await _read_stream(
@@ -609,14 +599,7 @@ class Transport:
             raise _connection_error(exc, method) from None
         answer.release()
         if debug:
-            logger.debug(
-                "%s %s -> %d in %.1f ms request_id=%s",
-                method,
-                path,
-                status,
-                (time.perf_counter() - started) * 1000,
-                answer.headers.get("x-request-id"),
-            )
+            _log_answer(method, path, status, started, answer.headers.get("x-request-id"))
 
         def response() -> httpx.Response:
             # What errors carry: status, headers, reason and the request (without its key).
@@ -667,6 +650,14 @@ class Transport:
         # The server accepted the request: whatever we failed to read, it may have acted.
         error.may_have_been_sent = fate(method, reached=True, status=status)
         raise error
+
+
+def _log_answer(
+    method: str, path: str, status: int, started: float, request_id: str | None
+) -> None:
+    # The one DEBUG line per request: never a header, never the key.
+    elapsed = (time.perf_counter() - started) * 1000
+    logger.debug("%s %s -> %d in %.1f ms request_id=%s", method, path, status, elapsed, request_id)
 
 
 async def _close_quietly(response: httpx.Response) -> None:

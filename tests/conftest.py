@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -42,6 +43,14 @@ STATUS_CLASSES: list[tuple[int, type[APIError]]] = [
     (418, APIError),
     (302, APIError),
 ]
+
+
+def untraced_env(**extra: str) -> dict[str, str]:
+    """This process's environment without coverage's: for subprocesses whose timing a
+    test measures (a fleet's rate, a kill at a random moment), which tracing would skew."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+    env.update(extra)
+    return env
 
 
 def sent_json(**overrides: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from celery import Celery  # type: ignore[import-untyped]
 
 from ovo_async.contrib.celery import shards
 
+from .conftest import untraced_env
 from .test_redis_limiter import redis_url  # noqa: F401  (the redis-server fixture)
 
 pytestmark = pytest.mark.redis
@@ -40,6 +41,19 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.1)  # polling another process's effects: no event crosses to us
 
 
+def stop(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL if it is still there after 20 s; close its pipes."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe:
+            pipe.close()
+
+
 def test_fleet_campaign_rate_pause_and_a_killed_worker(
     redis_url: str,  # noqa: F811
     tmp_path: Path,
@@ -50,6 +64,7 @@ def test_fleet_campaign_rate_pause_and_a_killed_worker(
     fake = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "fleet" / "fake_server.py"), str(count), str(log)],
         cwd=ROOT,
+        env=untraced_env(),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -83,7 +98,7 @@ def test_fleet_campaign_rate_pause_and_a_killed_worker(
                 "--without-heartbeat",
             ],
             cwd=ROOT,
-            env=dict(os.environ, **env),
+            env=untraced_env(**env),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -116,25 +131,11 @@ def test_fleet_campaign_rate_pause_and_a_killed_worker(
         children.update(int(line.split()[0]) for line in pids.read_text().splitlines())
     finally:
         if worker is not None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
-            if worker.stderr:
-                worker.stderr.close()
+            stop(worker)
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        fake.send_signal(signal.SIGTERM)  # it writes its log and exits
-        try:
-            fake.wait(20)
-        except subprocess.TimeoutExpired:
-            fake.kill()
-            fake.wait()
-        if fake.stdout:
-            fake.stdout.close()
+        stop(fake)  # on SIGTERM it writes its log, then exits
 
     seen = json.loads(log.read_text())
     texts = Counter(seen["messages"])

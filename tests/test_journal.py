@@ -30,6 +30,8 @@ from ovo_async import (
 from ovo_async._journal import Journal, Taken, error_from_json, error_to_json
 from ovo_async.testing import FakeOVO
 
+from .conftest import untraced_env
+
 ROOT = Path(__file__).resolve().parent.parent
 
 CAMPAIGN = textwrap.dedent(
@@ -125,6 +127,7 @@ def test_kill_nine_at_random_moments_then_resume(
                 "1" if resend else "0",
             ],
             cwd=ROOT,
+            env=untraced_env(),
             stderr=subprocess.PIPE,
             text=True,
         )
