@@ -148,11 +148,18 @@ class Journal:
             #: Whether earlier runs left anything to replay (else lookups are skipped).
             self.history = db.execute("SELECT 1 FROM requests LIMIT 1").fetchone() is not None
         except sqlite3.Error as exc:
-            self._lock.close()
+            self._abandon()
             raise OVOError(f"cannot use {self.path!r} as a journal: {exc}") from None
         except BaseException:
-            self._lock.close()
+            self._abandon()
             raise
+
+    def _abandon(self) -> None:
+        """Opening failed: release the connection (if made) and the lock."""
+        db = getattr(self, "db", None)
+        if db is not None:
+            db.close()
+        self._lock.close()
 
     def close(self) -> None:
         try:

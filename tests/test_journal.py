@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import signal
 import sqlite3
@@ -338,6 +339,18 @@ async def test_a_broken_journal_file_is_a_clear_error(tmp_path: Path, content: b
                 await run(client, numbered(2), journal=journal)
         else:  # an empty file is a new journal
             assert len(await run(client, numbered(2), journal=journal)) == 2
+    # Nothing is left open on it, refused or not (a long-lived worker would leak fds).
+    assert not [p for p in open_files() if p.startswith(str(journal))]
+
+
+def open_files() -> list[str]:
+    """What this process has open (Linux), by path."""
+    paths = []
+    for fd in os.listdir("/proc/self/fd"):
+        # The directory listing's own fd is closed by now.
+        with contextlib.suppress(FileNotFoundError):
+            paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return paths
 
 
 def test_errors_round_trip_through_the_journal_without_pickle() -> None:
