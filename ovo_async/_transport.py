@@ -585,19 +585,25 @@ class Transport:
         except Exception as exc:
             raise self._send_failed(exc, method, path, debug) from None
         status = answer.status
+        complete = False
         try:
             body = await _read_stream(
                 answer.chunks(), answer.headers.get("content-encoding"), self.max_response_bytes
             )
+            complete = True
         except ValueError as exc:  # past the cap
-            answer.close()
             raise ResponseTooLargeError(
                 f"{status} {exc}", may_have_been_sent=fate(method, reached=True, status=status)
             ) from None
         except Exception as exc:
-            answer.close()
             raise _connection_error(exc, method) from None
-        answer.release()
+        finally:
+            # Read to the end: the connection goes back to the pool. Otherwise (an error,
+            # or cancellation) it is closed, never left half-read for the next request.
+            if complete:
+                answer.release()
+            else:
+                answer.close()
         if debug:
             _log_answer(method, path, status, started, answer.headers.get("x-request-id"))
 

@@ -12,8 +12,10 @@ import contextlib
 import gc
 import os
 import random
+from typing import Any
 
 import httpx
+import pytest
 
 from ovo_async import AsyncOVOClient, OVOError, RetryPolicy
 from ovo_async._client import DEFAULT_LIMITS
@@ -48,7 +50,8 @@ def client_sockets_to(port: int) -> int:
     return count
 
 
-async def test_a_thousand_random_cancellations_leave_a_working_pool() -> None:
+@pytest.mark.parametrize("io_backend", ["httpx", "aiohttp"])
+async def test_a_thousand_random_cancellations_leave_a_working_pool(io_backend: Any) -> None:
     rng = random.Random(1093)
     with scripted_server(Reply(200, sent_json(), delay=0.002)) as server:
         port = int(server.url.split(":")[2].split("/")[0])
@@ -57,6 +60,7 @@ async def test_a_thousand_random_cancellations_leave_a_working_pool() -> None:
             base_url=server.url,
             retry=RetryPolicy(max_retries=0),
             timeout=httpx.Timeout(5.0, pool=2.0),
+            io_backend=io_backend,
         )
         async with client:
 
