@@ -41,6 +41,19 @@ def _client(**options: Any) -> Any:
         raise click.UsageError(str(exc)) from None
 
 
+@contextlib.contextmanager
+def _one_call() -> Iterator[None]:
+    """A command's one API call: bad input is a usage error (exit 2), any other failure
+    is printed and exits 1."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise click.UsageError(str(exc)) from None
+    except OVOError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
 def _template_fields(template: str) -> list[str]:
     """The columns a template names; only plain `{column}` fields are allowed (no `{}`,
     no conversions or format specs, which would fail or blow up per row)."""
@@ -111,14 +124,8 @@ def send(
 
     Example: ovo send --to '+44 7700 900123' --from MyShop --message 'Hi'
     """
-    with _client(default_region=region) as client:
-        try:
-            sent = client.sms.send(to=to, from_=sender, message=message, callback_url=callback_url)
-        except ValidationError as exc:
-            raise click.UsageError(str(exc)) from None
-        except OVOError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
+    with _client(default_region=region) as client, _one_call():
+        sent = client.sms.send(to=to, from_=sender, message=message, callback_url=callback_url)
     click.echo(f"{sent.message_id} {sent.status}")
 
 
@@ -131,17 +138,11 @@ def status(message_id: str, wait: bool, timeout: float) -> None:
 
     Example: ovo status sm_0123456789 --wait
     """
-    with _client() as client:
-        try:
-            if wait:
-                message = client.sms.wait_until_final(message_id, timeout=timeout)
-            else:
-                message = client.sms.retrieve(message_id)
-        except ValidationError as exc:
-            raise click.UsageError(str(exc)) from None
-        except OVOError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
+    with _client() as client, _one_call():
+        if wait:
+            message = client.sms.wait_until_final(message_id, timeout=timeout)
+        else:
+            message = client.sms.retrieve(message_id)
     click.echo(f"{message.message_id} {message.status} segments={message.segments}")
 
 

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,6 +46,20 @@ STATUS_CLASSES: list[tuple[int, type[APIError]]] = [
     (418, APIError),
     (302, APIError),
 ]
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """`code` in a fresh interpreter from the project root (to see what a user's process
+    would, with modules hidden by `sys.modules[name] = None`)."""
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=30,
+        check=False,
+    )
 
 
 def untraced_env(**extra: str) -> dict[str, str]:

@@ -21,6 +21,8 @@ import pytest
 from ovo_async import count_segments
 from ovo_async.testing import FakeOVO
 
+from .conftest import run_python
+
 ROOT = Path(__file__).resolve().parent.parent
 OVO = [sys.executable, "-m", "ovo_async"]
 TEMPLATE = "Hi {name}, your code is {code}"
@@ -311,13 +313,6 @@ def test_without_the_cli_extra_it_says_which_to_install() -> None:
         "from ovo_async.__main__ import main\n"
         "sys.exit(main(['send']))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=30,
-        check=False,
-    )
+    done = run_python(code)
     assert done.returncode == 2
     assert "ovo-async[cli]" in done.stderr

@@ -18,6 +18,8 @@ import pytest
 
 from ovo_async import OVOError, ValidationError
 
+from .conftest import run_python
+
 pytestmark = pytest.mark.redis
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -184,13 +186,6 @@ def test_without_the_extra_it_says_which_to_install() -> None:
         "from ovo_async.contrib.redis import RedisRateLimiter\n"
         "RedisRateLimiter('redis://127.0.0.1:1/0', rate=1)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=30,
-        check=False,
-    )
+    done = run_python(code)
     assert "ovo-async[redis]" in done.stderr
     assert OVOError.__name__ in done.stderr
