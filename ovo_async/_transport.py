@@ -29,7 +29,7 @@ from ._errors import (
     ValidationError,
     error_class_for_status,
 )
-from ._pool import Pool
+from ._pool import NotBuilt, Pool
 from ._retry import RETRY_HOOKS, RetryPolicy, fate, retrying
 from ._version import __version__
 
@@ -505,7 +505,8 @@ class Transport:
         if self.pool.closed:
             raise OVOError("this client is closed; make a new one (or use `async with`)")
         http = self.pool.client()
-        # httpx keeps a client's transport here; the SDK's aiohttp one can skip httpx.
+        # httpx keeps a client's transport here. The SDK's own (sharded pools, aiohttp)
+        # can skip the httpx client's layer; a caller's client or transport goes through it.
         io: Any = getattr(http, "_transport", None)
         if getattr(io, "exchange", None) is not None and io.direct():
             return await self._attempt_direct(
@@ -518,10 +519,7 @@ class Transport:
                 method, url, content=content, headers=headers, timeout=timeout
             )
         except Exception as exc:
-            raise APIConnectionError(
-                f"could not build the request ({type(exc).__name__}): {exc}"[:1000],
-                may_have_been_sent=fate(method, reached=False),
-            ) from None
+            raise _not_built(f"{type(exc).__name__}: {exc}", method) from None
         if http.is_closed:
             raise OVOError("the http_client given to this client is closed")
         try:
@@ -573,15 +571,15 @@ class Transport:
         parse: Callable[[Any], T],
         timeout: httpx.Timeout,
     ) -> T:
-        """`_attempt` on aiohttp without httpx's request and response objects: the same
-        timeouts, fates, errors, size cap, decoding and log line. An httpx `Response` is
-        made only for an error, which carries one."""
+        """`_attempt` through the SDK's own I/O (`exchange`), without the httpx client:
+        the same timeouts, fates, errors, size cap, decoding and log line. An httpx
+        `Response` is made only for an error, which carries one."""
         debug = logger.isEnabledFor(logging.DEBUG)
         started = time.perf_counter() if debug else 0.0
-        sent = dict(headers)
-        sent["Authorization"] = self.api_key.bearer()
         try:
-            answer = await io.exchange(method, url, sent, content, timeout)
+            answer = await io.exchange(method, url, headers, content, timeout, self.api_key)
+        except NotBuilt as exc:
+            raise _not_built(str(exc), method) from None
         except Exception as exc:
             raise self._send_failed(exc, method, path, debug) from None
         status = answer.status
@@ -600,10 +598,10 @@ class Transport:
         finally:
             # Read to the end: the connection goes back to the pool. Otherwise (an error,
             # or cancellation) it is closed, never left half-read for the next request.
-            if complete:
-                answer.release()
-            else:
-                answer.close()
+            try:
+                await (answer.release() if complete else answer.close())
+            except Exception as exc:  # the answer is read; failing to release is not yours
+                logger.debug("closing a response failed: %s", type(exc).__name__)
         if debug:
             _log_answer(method, path, status, started, answer.headers.get("x-request-id"))
 
@@ -656,6 +654,14 @@ class Transport:
         # The server accepted the request: whatever we failed to read, it may have acted.
         error.may_have_been_sent = fate(method, reached=True, status=status)
         raise error
+
+
+def _not_built(reason: str, method: str) -> APIConnectionError:
+    """A request that could not be made: nothing left this process."""
+    return APIConnectionError(
+        f"could not build the request ({reason})"[:1000],
+        may_have_been_sent=fate(method, reached=False),
+    )
 
 
 def _log_answer(

@@ -63,15 +63,16 @@ def all_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixt
         logging.getLogger(name).setLevel(logging.NOTSET)
 
 
+@pytest.mark.parametrize("io_backend", ["httpx", "aiohttp"])
 @pytest.mark.parametrize("name", list(FAILURES))
 async def test_failing_call_shows_no_key_anywhere(
-    name: str, all_logs: pytest.LogCaptureFixture
+    name: str, io_backend: Any, all_logs: pytest.LogCaptureFixture
 ) -> None:
     replies, timeout = FAILURES[name]
     with scripted_server() as server:
         server.queue(*replies)
         async with AsyncOVOClient(
-            api_key=KEY, base_url=server.url, retry=FAST, timeout=timeout
+            api_key=KEY, base_url=server.url, retry=FAST, timeout=timeout, io_backend=io_backend
         ) as client:
             with pytest.raises(OVOError) as info:
                 await client.sms.send(to="+14155550123", from_="OVO", message="Hi")
