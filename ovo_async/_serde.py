@@ -16,6 +16,7 @@ from .models import (
     MessageStatus,
     SentMessage,
     SMSRequest,
+    _new_batch_message,
 )
 
 if TYPE_CHECKING:
@@ -102,12 +103,24 @@ def converter() -> cattrs.Converter:
         try:
             error = data.get("error")
             message_id = data.get("message_id")
-            return BatchMessage(
-                status=_status(data["status"], None),
-                to=_str(data["to"], None),
-                from_=_str(data["from"], None),
-                message_id=None if message_id is None else _str(message_id, None),
-                error=None if error is None else conv.structure(error, ErrorDetail),
+            status, to, from_ = data["status"], data["to"], data["from"]
+            if (
+                error is None
+                and type(status) is str
+                and type(to) is str
+                and type(from_) is str
+                and type(message_id) is str
+            ):  # an accepted entry, as nearly all are
+                return _new_batch_message(
+                    _STATUSES.get(status, status), to, from_, message_id, None, None
+                )
+            return _new_batch_message(
+                _status(data["status"], None),
+                _str(data["to"], None),
+                _str(data["from"], None),
+                None if message_id is None else _str(message_id, None),
+                None if error is None else conv.structure(error, ErrorDetail),
+                None,
             )
         except Exception as exc:
             return _odd_entry(data, exc)

@@ -167,7 +167,9 @@ async def test_async_iterable_source() -> None:
     assert len(fake.messages) == 30
 
 
-async def test_failing_source_is_raised_after_its_outcomes() -> None:
+@pytest.mark.parametrize("batch_size", [None, 100])
+async def test_failing_source_is_raised_after_its_outcomes(batch_size: int | None) -> None:
+    # With batches, the source fails in the middle of filling one: what was taken is sent.
     def source() -> Iterator[dict[str, str]]:
         yield from numbers(5)
         raise RuntimeError("database went away")
@@ -176,9 +178,10 @@ async def test_failing_source_is_raised_after_its_outcomes() -> None:
     seen: list[BulkOutcome] = []
     async with client_for(fake) as client:
         with pytest.raises(RuntimeError, match="database went away"):
-            async for outcome in client.sms.send_many(source(), batch_size=None):
+            async for outcome in client.sms.send_many(source(), batch_size=batch_size):
                 seen.append(outcome)
     assert sorted(o.index for o in seen) == list(range(5))
+    assert all(o.ok for o in seen) and len(fake.messages) == 5
 
 
 @pytest.mark.parametrize(("batch_size", "n"), [(None, 250), (50, 300)])
