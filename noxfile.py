@@ -70,7 +70,7 @@ def generate(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Run the benchmarks and write benchmarks/RESULTS.md (not part of CI)."""
     # Installed as users get it (not editable): imports are timed from site-packages.
-    session.install(".[fake,aiohttp]", "psutil>=5.9")
+    session.install(".[fake,aiohttp,fast]", "psutil>=5.9")
     # Other SDKs' sync clients, measured side by side when they install.
     for rival in ("twilio", "telnyx"):
         try:

@@ -227,6 +227,18 @@ def sdk_send_many(
     return main
 
 
+def without_orjson(run: Callable[[], Result]) -> Result:
+    """`run` with the SDK on the standard library's json, as without the `fast` extra."""
+    from ovo_async import _json
+
+    saved = _json.dumps, _json.loads
+    _json.dumps, _json.loads = _json._std_dumps, _json._std_loads
+    try:
+        return run()
+    finally:
+        _json.dumps, _json.loads = saved
+
+
 _timer: dict[str, float] = {}
 
 
@@ -455,6 +467,9 @@ def main() -> int:
             "send_many batch, 1000 x c=4": lambda: run_async(
                 server, bulk, sdk_send_many(url, bulk, 4, 1000)
             ),
+            "send_many batch, 100 x c=4, without orjson": lambda: without_orjson(
+                lambda: run_async(server, bulk, sdk_send_many(url, bulk, 4, 100))
+            ),
             "send_many batch, 100 x c=4, keys": lambda: run_async(
                 server, bulk, sdk_send_many(url, bulk, 4, 100, keys=True)
             ),
@@ -605,6 +620,10 @@ def write_report(
             ),
         ]
     reported = [
+        (
+            "send_many batch 100 without the `fast` extra (stdlib json): CPU/msg vs raw httpx",
+            ratios("send_many batch, 100 x c=4, without orjson", raw_batch),
+        ),
         ("send_many single c=100, default backend, vs raw aiohttp", ratios(many, raw_aio)),
         (
             "send_many single c=100, default backend, vs raw httpx + semaphore",

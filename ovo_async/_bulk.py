@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-import json
 import logging
 import os
 import uuid
@@ -46,7 +45,7 @@ import httpx
 import sniffio
 from anyio.streams.memory import MemoryObjectSendStream
 
-from . import _serde
+from . import _json, _serde
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -651,7 +650,7 @@ class _Engine:
             if journal is not None:
                 rows = [[r.to, r.from_, r.message, r.callback_url] for r in requests]
                 identities = [m[3] or "" for m in members]
-                row = journal.record(key, endpoint, json.dumps(rows), identities)
+                row = journal.record(key, endpoint, _json.dumps_text(rows), identities)
                 if self._taken is not None:
                     self._taken.stored(identities)
         token = RETRY_HOOKS.set(_Hooks(self.pacer, n))

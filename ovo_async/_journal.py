@@ -24,7 +24,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from . import _errors
+from . import _errors, _json
 from ._errors import OVOError
 from .models import SMSRequest
 
@@ -190,7 +190,7 @@ class Journal:
 
         def rows() -> Iterator[tuple[str, str, str, int]]:
             for members, outcomes, run in cursor:
-                entries = json.loads(outcomes)
+                entries = _json.loads(outcomes)
                 for identity, (state, outcome) in zip(members.split("\n"), entries, strict=True):
                     yield identity, state, outcome, run
 
@@ -229,7 +229,7 @@ class Journal:
         """After the answer: each member's (state, outcome), committed; the body goes."""
         self.db.execute(
             "UPDATE requests SET outcomes = ?, body = NULL WHERE id = ?",
-            (json.dumps(entries), request),
+            (_json.dumps_text(entries), request),
         )
 
     @_journal_errors
@@ -283,7 +283,7 @@ class Journal:
         rows = self.db.execute(
             "SELECT id, key, endpoint, body, members FROM requests WHERE outcomes IS NULL"
         ).fetchall()
-        return [(i, k, e, json.loads(body), ids.split("\n")) for i, k, e, body, ids in rows]
+        return [(i, k, e, _json.loads(body), ids.split("\n")) for i, k, e, body, ids in rows]
 
     @_journal_errors
     def tally(self) -> collections.Counter[str]:

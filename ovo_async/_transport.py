@@ -5,7 +5,6 @@ Knows nothing of SMS: it sends a method, a path and a JSON body, and returns dec
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -18,7 +17,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from . import _serde, _validation
+from . import _json, _serde, _validation
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -279,19 +278,11 @@ async def _read_stream(chunks: AsyncIterator[bytes], encoding: str | None, cap: 
     return _Body(bytes(buffer), problem)
 
 
-def _decode_json(content: bytes) -> Any:
-    """JSON from bytes; `ValueError` for anything that is not (including absurd nesting)."""
-    try:
-        return json.loads(content)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-
-
 def _api_error(response: httpx.Response, body: _Body, method: str) -> APIError:
     """The error for a non-2xx answer, with whatever could be read of its body."""
     decoded: Any
     try:
-        decoded = _decode_json(body.content) if body.problem is None else body.problem
+        decoded = _json.loads(body.content) if body.problem is None else body.problem
     except ValueError:
         decoded = body.content.decode("utf-8", "replace")
     code = param = request_id = None
@@ -424,7 +415,7 @@ class Transport:
         if body is not None:
             headers["Content-Type"] = "application/json"
             try:
-                content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+                content = _json.dumps(body)
             except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
                 raise ValidationError("body", f"cannot be sent as JSON: {exc}") from None
         url = self.base_url + path
@@ -640,7 +631,7 @@ class Transport:
             problem = f"{status} answer has no body"
         if problem is None:
             try:
-                data = _decode_json(body.content)
+                data = _json.loads(body.content)
             except ValueError as exc:
                 problem = f"{status} answer is not JSON: {exc}"
         if problem is None:
