@@ -675,7 +675,7 @@ class _Engine:
         finally:
             RETRY_HOOKS.reset(token)
         if journal is not None:
-            journal.settle(row, [_journal_entry(o) for o in outcomes])
+            journal.settle(row, _journal_entries(outcomes))
         return outcomes
 
     def _batch_outcomes(
@@ -771,15 +771,23 @@ def _add(seen: set[str], identity: str) -> bool:
     return True
 
 
-def _journal_entry(outcome: BulkOutcome) -> tuple[str, str]:
+def _journal_entries(outcomes: list[BulkOutcome]) -> list[tuple[str, str]]:
     """(state, outcome) for the journal: `id TAB status TAB created_at` when accepted (the
     recipient and sender are the request's), an error as JSON otherwise."""
-    if outcome.error is None:
-        message = outcome.message
-        assert message is not None
-        return ACCEPTED, f"{message.message_id}\t{message.status}\t{_iso(message.created_at)}"
-    state = UNKNOWN if outcome.error.may_have_been_sent else FAILED
-    return state, error_to_json(outcome.error)
+    entries = []
+    for outcome in outcomes:
+        error = outcome.error
+        if error is None:
+            message = outcome.message
+            assert message is not None
+            # str.__str__: a status's plain text (formatting the enum costs 1 us).
+            status = str.__str__(message.status)
+            when = _iso(message.created_at)
+            entries.append((ACCEPTED, f"{message.message_id}\t{status}\t{when}"))
+        else:
+            state = UNKNOWN if error.may_have_been_sent else FAILED
+            entries.append((state, error_to_json(error)))
+    return entries
 
 
 @functools.lru_cache(maxsize=64)

@@ -410,6 +410,7 @@ async def test_identities_stay_exact_when_the_filter_raises_false_alarms(
     async with client_for(fake) as client:
         with monkeypatch.context() as tiny:
             tiny.setattr(Taken, "BITS", 8)  # nearly every message is a false alarm
+            tiny.setattr(Taken, "BLOCK_BITS", 8)
             first = await run(client, items, journal=journal, batch_size=7)
         again = await run(client, items[::-1], journal=journal, batch_size=7)
     assert all(o.ok and not o.replayed for o in first)
