@@ -14,12 +14,6 @@ import json
 import re
 from typing import Any
 
-_orjson: Any
-try:
-    _orjson = importlib.import_module("orjson")
-except ImportError:  # pragma: no cover - the test extra installs it; see test_json
-    _orjson = None
-
 __all__ = ["dumps", "dumps_text", "loads"]
 
 
@@ -55,12 +49,33 @@ def _fast_dumps(value: Any) -> bytes:
     return _orjson.dumps(value)  # type: ignore[no-any-return]
 
 
-#: Compact UTF-8 JSON. `TypeError`/`ValueError` for what JSON cannot hold (a lone
-#: surrogate, an object that is not a str, number, list, dict, bool or None).
-dumps = _std_dumps if _orjson is None else _fast_dumps
-#: JSON from UTF-8 bytes or text. `ValueError` for what is not JSON, including nesting
-#: too deep to decode.
-loads = _std_loads if _orjson is None else _fast_loads
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON. `TypeError`/`ValueError` for what JSON cannot hold (a lone
+    surrogate, an object that is not a str, number, list, dict, bool or None)."""
+    _choose()
+    return dumps(value)
+
+
+def loads(data: bytes | str) -> Any:
+    """JSON from UTF-8 bytes or text. `ValueError` for what is not JSON, including
+    nesting too deep to decode."""
+    _choose()
+    return loads(data)
+
+
+_orjson: Any = None
+
+
+def _choose() -> None:
+    # On first use, not at import: importing orjson costs about 2 ms, which
+    # `from ovo_async import OVOClient` need not pay.
+    global _orjson, dumps, loads
+    try:
+        _orjson = importlib.import_module("orjson")
+    except ImportError:  # pragma: no cover - the test extra installs it; see test_json
+        dumps, loads = _std_dumps, _std_loads
+    else:
+        dumps, loads = _fast_dumps, _fast_loads
 
 
 def dumps_text(value: Any) -> str:

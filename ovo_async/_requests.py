@@ -8,7 +8,6 @@ from typing import Any
 from . import _validation as v
 from ._errors import ValidationError
 from ._phone import normalize_number
-from ._segments import count_segments
 from .models import SMSRequest
 
 _KEYS = frozenset({"to", "from", "from_", "message", "callback_url"})
@@ -116,6 +115,8 @@ _GOOD_SENDERS: set[str] = set()
 
 
 def _check_segments(message: str, max_segments: int) -> None:
+    from ._segments import count_segments  # only with max_segments: not at import time
+
     info = count_segments(message)
     if info.segments <= max_segments:
         return

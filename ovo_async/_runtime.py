@@ -22,11 +22,9 @@ here:
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
 import contextlib
 import logging
 import os
-import queue
 import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -38,6 +36,8 @@ from ._errors import OVOError
 
 if TYPE_CHECKING:
     import asyncio
+    import concurrent.futures
+    import queue
 
     from anyio.from_thread import BlockingPortal
 
@@ -111,6 +111,8 @@ class Runtime:
             return self._loop
 
     def _start(self) -> None:
+        import queue  # here: `from ovo_async import OVOClient` need not load it
+
         import anyio
         from anyio.from_thread import BlockingPortal
 
@@ -245,6 +247,8 @@ class SyncCore:
             finally:
                 finished.set()
 
+        import concurrent.futures  # loaded with asyncio by now; not at import time
+
         # Straight onto the portal's loop: the portal's own task machinery cost about
         # 100 us more per call; cancelling this future cancels the task just the same.
         try:
@@ -305,6 +309,8 @@ class SyncCore:
             self.client._transport.closed = True
             self.client._transport.pool.closed = True
             return
+        import concurrent.futures
+
         with contextlib.suppress(OVOError, concurrent.futures.CancelledError, RuntimeError):
             _asyncio().run_coroutine_threadsafe(self.client.aclose(), loop).result(STOP_TIMEOUT)
 
@@ -370,6 +376,8 @@ class _Feed:
         self._chunk = chunk
         self._items: list[Any] = []
         self._ended = False
+        import queue
+
         #: Requests for input, read by the consumer's thread.
         self.requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
@@ -445,6 +453,8 @@ class BulkRun(SyncIterator["BulkOutcome"]):
                 return await self._run.__anext__()
             finally:
                 ready.put(done)
+
+        import concurrent.futures
 
         loop = self._core._loop()
         future: concurrent.futures.Future[BulkOutcome] = _asyncio().run_coroutine_threadsafe(
