@@ -26,7 +26,6 @@ import functools
 import itertools
 import logging
 import os
-import uuid
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -69,7 +68,7 @@ from ._journal import (
 from ._pacer import Pacer, RateLimiter
 from ._requests import make_request
 from ._retry import RETRY_HOOKS
-from ._transport import check_timeout
+from ._transport import check_timeout, new_idempotency_key
 from ._validation import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
 from ._validation import idempotency_key as check_key
 from .models import (
@@ -617,7 +616,7 @@ class _Engine:
     def _request_key(self, members: list[_Member], endpoint: str) -> str:
         prefix = self.prefix
         if prefix is None:
-            return str(uuid.uuid4())
+            return new_idempotency_key()
         if endpoint == "send":
             return f"{prefix}-{members[0][3]}"
         return f"{prefix}-b{batch_digest(identity or '' for _, _, _, identity in members)}"

@@ -58,6 +58,10 @@ class Pacer:
 
     async def acquire(self, n: int) -> None:
         """Wait for the gate, then for `n` tokens (FIFO among waiters)."""
+        if self.rate is None and self.resume_at == 0.0 and not self._lock.locked():
+            # No limit and never paused: nothing to wait for, and taking the lock would
+            # cost a trip through the event loop per request.
+            return
         anyio = self._anyio
         async with self._lock:
             while True:

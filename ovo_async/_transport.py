@@ -6,9 +6,9 @@ Knows nothing of SMS: it sends a method, a path and a JSON body, and returns dec
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
-import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from datetime import datetime, timezone
@@ -32,7 +32,14 @@ from ._pool import NotBuilt, Pool
 from ._retry import RETRY_HOOKS, RetryPolicy, fate, retrying
 from ._version import __version__
 
-__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "APIKey", "Pool", "Transport", "user_agent"]
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "APIKey",
+    "Pool",
+    "Transport",
+    "new_idempotency_key",
+    "user_agent",
+]
 
 T = TypeVar("T")
 
@@ -45,6 +52,18 @@ logger = logging.getLogger("ovo_async")
 
 _PYTHON = "{}.{}.{}".format(*sys.version_info[:3])
 USER_AGENT = f"ovo-async/{__version__} python/{_PYTHON} httpx/{httpx.__version__}"
+
+
+_UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
+_UUID4_MASK = ~((0xF000 << 64) | (0xC000 << 48))
+
+
+def new_idempotency_key() -> str:
+    """A random UUID4 as text: what `str(uuid.uuid4())` gives, for a third of its cost
+    (a bulk run without a prefix makes one per request)."""
+    n = (int.from_bytes(os.urandom(16), "big") & _UUID4_MASK) | _UUID4_BITS
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def user_agent() -> str:
@@ -410,7 +429,7 @@ class Transport:
         idempotent = method == "GET"
         if not idempotent:
             if idempotency_key is None:
-                idempotency_key = str(uuid.uuid4())
+                idempotency_key = new_idempotency_key()
             headers["Idempotency-Key"] = idempotency_key
         if body is not None:
             headers["Content-Type"] = "application/json"

@@ -39,7 +39,9 @@ async def test_send_headers_and_body(api: respx.MockRouter, client: AsyncOVOClie
     ua = request.headers["user-agent"]
     assert ua.startswith(f"ovo-async/{ovo_async.__version__} python/")
     assert f"httpx/{httpx.__version__}" in ua
-    uuid.UUID(request.headers["idempotency-key"], version=4)
+    key = request.headers["idempotency-key"]
+    assert uuid.UUID(key).version == 4 and uuid.UUID(key).variant == uuid.RFC_4122
+    assert str(uuid.UUID(key)) == key  # canonical lower-case text
     # callback_url is left out, never sent as null
     assert json.loads(request.content) == {"to": TO, "from": "OVO", "message": "Hello"}
     assert sent == SentMessage(
@@ -334,3 +336,18 @@ def test_models_are_frozen_and_validate() -> None:
         req.to = "+1999"  # type: ignore[misc]
     with pytest.raises(ValidationError, match=r"^to:"):
         SMSRequest(to="nope", message="Hi")
+
+
+def test_default_keys_are_distinct_random_uuid4s() -> None:
+    from ovo_async._transport import new_idempotency_key
+
+    keys = {new_idempotency_key() for _ in range(10_000)}
+    assert len(keys) == 10_000
+    for key in list(keys)[:500]:
+        parsed = uuid.UUID(key)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, key)
+    # every one of the 122 random bits varies
+    bits = 0
+    for key in keys:
+        bits |= uuid.UUID(key).int ^ uuid.UUID(next(iter(keys))).int
+    assert bin(bits).count("1") == 122
