@@ -467,6 +467,9 @@ def main() -> int:
             "send_many batch, 1000 x c=4": lambda: run_async(
                 server, bulk, sdk_send_many(url, bulk, 4, 1000)
             ),
+            "send_many batch, 100 x c=4, aiohttp": lambda: run_async(
+                server, bulk, sdk_send_many(url, bulk, 4, 100, "aiohttp")
+            ),
             "send_many batch, 100 x c=4, without orjson": lambda: without_orjson(
                 lambda: run_async(server, bulk, sdk_send_many(url, bulk, 4, 100))
             ),
@@ -620,6 +623,14 @@ def write_report(
             ),
         ]
     reported = [
+        (
+            "send_many batch 100, io_backend='aiohttp': CPU/msg vs raw httpx batches",
+            ratios("send_many batch, 100 x c=4, aiohttp", raw_batch),
+        ),
+        (
+            "send_many batch 100, io_backend='aiohttp': throughput vs raw httpx batches",
+            ratios("send_many batch, 100 x c=4, aiohttp", raw_batch, "msgs_per_s"),
+        ),
         (
             "send_many batch 100 without the `fast` extra (stdlib json): CPU/msg vs raw httpx",
             ratios("send_many batch, 100 x c=4, without orjson", raw_batch),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import re
 from typing import Any
 
 __all__ = ["dumps", "dumps_text", "loads"]
@@ -28,16 +27,15 @@ def _std_loads(data: bytes | str) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
-_LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
+#: Digits to "9", everything else to " ": a run of 19 digits is then a plain substring
+#: search (a regex took three times orjson's time on a batch answer).
+_DIGITS = bytes(57 if 48 <= b <= 57 else 32 for b in range(256))
+_LONG_RUN = b"9" * 19
 
 
 def _fast_loads(data: bytes | str) -> Any:
-    if isinstance(data, str):
-        long = _LONG_DIGITS_TEXT.search(data) is not None
-    else:
-        long = _LONG_DIGITS.search(data) is not None
-    if long:
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if _LONG_RUN in raw.translate(_DIGITS):
         return _std_loads(data)
     try:
         return _orjson.loads(data)
