@@ -66,6 +66,7 @@ from ._journal import (
     error_to_json,
 )
 from ._pacer import Pacer, RateLimiter
+from ._requests import _from_plain_dict as from_plain_dict
 from ._requests import make_request
 from ._retry import RETRY_HOOKS
 from ._transport import check_timeout, new_idempotency_key
@@ -484,12 +485,18 @@ class _Engine:
         ready: list[_Member] = []
         sms = self._sms
         default_from, max_segments, region = sms._default_from, sms._max_segments, sms._region
+        # Plain dicts with a sender, and no per-client rule to apply: the fast path alone
+        # (make_request would take it too, after a few checks that cannot apply here).
+        plain = region is None and max_segments is None
+        append = ready.append
         for index, item in taken:
             try:
-                request = make_request(
-                    item, default_from=default_from, max_segments=max_segments, region=region
-                )
-                ready.append((index, item, request, None))
+                request = from_plain_dict(item) if plain and type(item) is dict else None
+                if request is None or request.from_ is None:
+                    request = make_request(
+                        item, default_from=default_from, max_segments=max_segments, region=region
+                    )
+                append((index, item, request, None))
             except ValidationError as exc:
                 outcomes.append(self._outcome(index, item, None, exc))
         if not ready or not self.identify:

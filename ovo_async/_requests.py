@@ -8,7 +8,7 @@ from typing import Any
 from . import _validation as v
 from ._errors import ValidationError
 from ._phone import normalize_number
-from .models import SMSRequest
+from .models import SMSRequest, _new_request
 
 _KEYS = frozenset({"to", "from", "from_", "message", "callback_url"})
 
@@ -101,13 +101,21 @@ def _from_plain_dict(item: dict[Any, Any]) -> SMSRequest | None:
         or (from_ is not None and type(from_) is not str)
     ):
         return None
-    v.phone_number("to", to)
-    v.message_text("message", message)
+    # The validators' rules, inline; on any doubt the validator itself runs and raises
+    # its precise error.
+    if _E164(to) is None:
+        v.phone_number("to", to)
+    if not message.strip() or _BAD_TEXT(message) is not None:
+        v.message_text("message", message)
     if from_ is not None and from_ not in _GOOD_SENDERS:
         v.sender("from_", from_)
         if len(_GOOD_SENDERS) < 256:
             _GOOD_SENDERS.add(from_)
-    return SMSRequest._checked(to, message, from_)
+    return _new_request(to, message, from_, None)
+
+
+_E164 = v.E164.fullmatch
+_BAD_TEXT = v._SURROGATE_OR_NUL.search
 
 
 #: Senders that passed `v.sender`: a campaign has one or a few, checked a million times.

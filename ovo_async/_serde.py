@@ -131,7 +131,7 @@ def converter() -> cattrs.Converter:
         # cattrs would iterate a string into one odd entry per character.
         if not isinstance(data, list):
             raise TypeError(f"expected a list of entries, got {type(data).__name__}")
-        return tuple(batch_message(item, None) for item in data)
+        return tuple([batch_message(item, None) for item in data])
 
     entries = tuple[BatchMessage, ...]
     conv.register_structure_hook_func(lambda t: t == entries, batch_messages)
