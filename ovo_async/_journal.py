@@ -45,9 +45,17 @@ IN_FLIGHT, ACCEPTED, UNKNOWN, FAILED = "in_flight", "accepted", "unknown", "fail
 
 def content_digest(request: SMSRequest) -> str:
     """What makes two messages equal: recipient, sender, text and callback URL."""
-    fields = (request.to, request.from_ or "", request.message, request.callback_url or "")
-    text = "\x1f".join(fields)
-    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+    text = (
+        f"{request.to}\x1f{request.from_ or ''}\x1f{request.message}"
+        f"\x1f{request.callback_url or ''}"
+    )
+    # Copying a made hasher skips parsing its parameters: a third of the cost.
+    hasher = _BLAKE2B_12.copy()
+    hasher.update(text.encode())
+    return hasher.hexdigest()
+
+
+_BLAKE2B_12 = hashlib.blake2b(digest_size=12)
 
 
 def batch_digest(identities: Iterable[str]) -> str:

@@ -418,3 +418,21 @@ async def test_identities_stay_exact_when_the_filter_raises_false_alarms(
     assert len(fake.messages) == 43
     first_ids = sorted(o.message.message_id for o in first if o.message)
     assert sorted(o.message.message_id for o in again if o.message) == first_ids
+
+
+def test_content_digest_is_pinned() -> None:
+    """Identities are written to journals and sent as keys: a journal from an earlier
+    version must resume with the same ones, so the digest never changes silently."""
+    from ovo_async._journal import content_digest
+    from ovo_async.models import SMSRequest
+
+    assert (
+        content_digest(SMSRequest(to="+14155550123", from_="OVO", message="Hi \u00e9"))
+        == "e7d4e754df42906024870cc2"
+    )
+    assert (
+        content_digest(
+            SMSRequest(to="+14155550123", message="Hi", callback_url="https://x.example/cb")
+        )
+        == "db9db2030e4d5171d6464057"
+    )
