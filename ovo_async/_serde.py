@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _STATUSES = {s.value: s for s in MessageStatus}
+#: Known statuses by their text.
+STATUSES: Mapping[str, MessageStatus] = _STATUSES
 
 
 # One grammar on every Python: 3.10's `fromisoformat` refuses `Z`, `+0000` and anything
@@ -205,9 +207,37 @@ def parser(cls: type[T]) -> Callable[[Any], T]:
     return functools.partial(structure, cls=cls)
 
 
+class BatchParts:
+    """A batch answer for the bulk engine: its head (a `BatchResult` without entries) and
+    its entries as decoded, which the engine turns into outcomes in one pass (an accepted
+    entry never becomes a `BatchMessage`)."""
+
+    __slots__ = ("entries", "head")
+
+    def __init__(self, head: BatchResult, entries: list[Any]) -> None:
+        self.head = head
+        self.entries = entries
+
+
+def batch_parts(data: Any) -> BatchParts:
+    """`structure(data, BatchResult)`, with the entries left as decoded."""
+    entries = data.get("messages") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        structure(data, BatchResult)  # raises the same BodyMismatch as for sms.batch
+        raise AssertionError("unreachable")  # pragma: no cover
+    return BatchParts(structure({**data, "messages": []}, BatchResult), entries)
+
+
+def batch_entry(data: Any) -> BatchMessage:
+    """One entry of a batch answer; one that does not fit has `problem` set."""
+    return converter().structure(data, BatchMessage)
+
+
 def with_response(result: T, headers: Mapping[str, str]) -> T:
     """Put the response's request id and headers on a model that has room for them."""
-    if isinstance(result, (SentMessage, BatchResult, Message)):
+    if isinstance(result, BatchParts):
+        with_response(result.head, headers)
+    elif isinstance(result, (SentMessage, BatchResult, Message)):
         # Frozen models: set once, here, before the caller ever sees the object.
         setattr_ = object.__setattr__
         setattr_(result, "request_id", headers.get("x-request-id"))
@@ -224,9 +254,12 @@ def _reasons(exc: BaseException) -> list[str]:
 
 
 __all__ = [
+    "BatchParts",
     "BatchResult",
     "BodyMismatch",
     "ErrorDetail",
+    "batch_entry",
+    "batch_parts",
     "converter",
     "parse_datetime",
     "parser",

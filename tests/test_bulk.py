@@ -14,6 +14,7 @@ import respx
 import trio
 
 from ovo_async import (
+    APIResponseValidationError,
     APITimeoutError,
     AsyncOVOClient,
     BulkOutcome,
@@ -317,3 +318,39 @@ def test_sync_send_many() -> None:
         assert early.progress.taken <= 500
     assert_one_outcome_each(outcomes, 50)
     assert len(fake.messages) == 48 + early.progress.sent
+
+
+@respx.mock(base_url="https://api.ovocommunications.com/v1")
+async def test_each_odd_batch_entry_costs_only_itself(respx_mock: respx.MockRouter) -> None:
+    """Accepted entries take a fast path to their outcome; anything else about an entry
+    (a wrong type anywhere, a refused status, an error object) must still be read as
+    `sms.batch` reads it: unread entries may have been sent, refusals were not."""
+    odd: list[Any] = [
+        None,
+        "sm_1",
+        7,
+        {"message_id": 5, "status": "queued", "to": "+14155550001", "from": "OVO"},
+        {"message_id": "sm_4", "status": None, "to": "+14155550001", "from": "OVO"},
+        {"message_id": "sm_5", "status": "queued", "to": ["+1"], "from": "OVO"},
+        {"message_id": "sm_6", "status": "failed", "to": "+14155550001", "from": "OVO"},
+        {"status": "rejected", "to": "+14155550001", "from": "OVO", "error": {"code": "x"}},
+        {"message_id": "sm_8", "status": "queued", "to": "+14155550001", "from": "OVO"},
+        {"message_id": "sm_9", "status": "warp", "to": "+14155550001", "from": "OVO", "x": 1},
+    ]
+    result = batch_json(len(odd))
+    result["messages"] = odd
+    respx_mock.post("/sms/batch").respond(201, json=result, headers={"X-Request-Id": "rq"})
+    async with AsyncOVOClient(api_key=API_KEY) as client:
+        outcomes = [o async for o in client.sms.send_many(numbers(len(odd)), batch_size=10)]
+    by_index = {o.index: o for o in outcomes}
+    assert sorted(by_index) == list(range(len(odd)))
+    accepted = {i for i, o in by_index.items() if o.ok}
+    assert accepted == {8, 9}
+    assert by_index[9].message is not None and by_index[9].message.status == "warp"
+    assert by_index[8].message is not None and by_index[8].message.request_id == "rq"
+    for i in (0, 1, 2, 3, 4, 5):  # could not be read: the batch was accepted
+        error = by_index[i].error
+        assert isinstance(error, APIResponseValidationError) and error.may_have_been_sent, i
+    for i in (6, 7):  # the server said no for this one
+        error = by_index[i].error
+        assert isinstance(error, MessageRejectedError) and not error.may_have_been_sent, i

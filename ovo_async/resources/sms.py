@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from .._bulk import AsyncBulkRun
 
 __all__ = ["AsyncSMS"]
+
+T = TypeVar("T")
 
 # Parsing runs inside the transport, so a 2xx that does not fit is raised with its fate.
 _SENT = _serde.parser(SentMessage)
@@ -123,13 +125,32 @@ class AsyncSMS:
         idempotency_key: str | None,
         timeout: httpx.Timeout | None = None,
     ) -> BatchResult:
+        return await self._post_batch(requests, callback_url, idempotency_key, timeout, _BATCH)
+
+    async def _send_batch_parts(
+        self,
+        requests: list[SMSRequest],
+        idempotency_key: str | None,
+        timeout: httpx.Timeout | None = None,
+    ) -> _serde.BatchParts:
+        """`_send_batch` for the bulk engine: the answer's entries left as decoded."""
+        return await self._post_batch(requests, None, idempotency_key, timeout, _serde.batch_parts)
+
+    async def _post_batch(
+        self,
+        requests: list[SMSRequest],
+        callback_url: str | None,
+        idempotency_key: str | None,
+        timeout: httpx.Timeout | None,
+        parse: Callable[[Any], T],
+    ) -> T:
         body: dict[str, Any] = {"messages": [_serde.request_body(r) for r in requests]}
         if callback_url is not None:
             body["callback_url"] = callback_url
         return await self._transport.request(
             "POST",
             "/sms/batch",
-            parse=_BATCH,
+            parse=parse,
             body=body,
             idempotency_key=idempotency_key,
             timeout=timeout,
