@@ -16,7 +16,7 @@ import math
 import os
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -26,7 +26,7 @@ from ._errors import OVOError
 
 logger = logging.getLogger("ovo_async")
 
-__all__ = ["SHARD_SIZE", "AiohttpIO", "NotBuilt", "ShardedTransport"]
+__all__ = ["SHARD_SIZE", "AiohttpIO", "CoreAnswer", "NotBuilt", "ShardedTransport"]
 
 #: Connections per shard.
 SHARD_SIZE = 5
@@ -75,6 +75,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         self._shards = [_Shard(self._new_pool()) for _ in range(count)]
         self._per = per
         self._suspects = 0
+        self._core = all(hasattr(s.transport, "_pool") for s in self._shards)
 
     def _new_pool(self) -> httpx.AsyncHTTPTransport:
         return httpx.AsyncHTTPTransport(limits=self._shard_limits, **self._kwargs)
@@ -111,8 +112,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         )
 
     def direct(self) -> bool:
-        """`exchange` may always be used: it goes to this transport's own pools."""
-        return True
+        """Whether `exchange` may be used: httpx keeps each transport's httpcore pool as
+        `_pool` (0.23 to 0.28 at least); without it, requests go through httpx's client."""
+        return self._core
 
     async def exchange(
         self,
@@ -122,26 +124,47 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         content: bytes | None,
         timeout: httpx.Timeout,
         key: Any,
-    ) -> PoolAnswer:
+    ) -> CoreAnswer:
         """Send one request through a shard; return its answer with the body to be read.
 
-        The SDK's own requests skip the `httpx.AsyncClient` layer (auth flow, cookies,
-        event hooks, redirects, URL merging), about a fifth of a call: the SDK sets its
-        key itself, follows no redirects and keeps no cookies. `key` (an `APIKey`) goes
-        onto the request's `httpx.Headers`, whose repr hides it.
+        The SDK's own requests skip httpx's client and transport objects and go to the
+        shard's httpcore pool (about a fifth of a call): the SDK sets its key itself,
+        follows no redirects and keeps no cookies, and httpcore's errors are raised as
+        the httpx errors httpx would raise. `key` (an `APIKey`) goes straight into the
+        request, never into a variable of ours.
         """
+        if self._suspects:
+            await self._reap()
+        shard = self._pick()
+        pool = shard.transport._pool
+        import httpcore  # httpx's own dependency, loaded with its transport
+
         try:
-            request = httpx.Request(
+            target, host = _core_target(url)
+            request = httpcore.Request(
                 method,
-                _url(url),
-                headers=headers,
+                target,
+                headers=[
+                    *[(k.encode("ascii"), v.encode("ascii")) for k, v in headers.items()],
+                    (b"Host", host),
+                    (b"Authorization", key.bearer().encode("ascii")),
+                    *(() if content is None else [(b"Content-Length", b"%d" % len(content))]),
+                ],
                 content=content,
                 extensions={"timeout": timeout.as_dict()},
             )
-            request.headers["Authorization"] = key.bearer()
         except Exception as exc:
             raise NotBuilt(f"{type(exc).__name__}: {exc}") from None
-        return PoolAnswer(await self.handle_async_request(request))
+        shard.busy += 1
+        try:
+            response = await pool.handle_async_request(request)
+        except BaseException as exc:
+            shard.busy -= 1
+            self._suspect(shard)
+            if isinstance(exc, Exception):
+                raise _as_httpx(exc) from exc
+            raise
+        return CoreAnswer(response, shard, self)
 
     def _suspect(self, shard: _Shard) -> None:
         if not shard.suspect:
@@ -171,32 +194,83 @@ class NotBuilt(Exception):
     nothing was sent."""
 
 
-#: Parsed URLs by text: parsing costs more than the rest of building a request, and an
-#: SDK sends to a handful of URLs (retrieve's vary, hence the bound).
-_url = functools.lru_cache(maxsize=256)(httpx.URL)
+@functools.lru_cache(maxsize=256)
+def _core_target(url: str) -> tuple[Any, bytes]:
+    """httpcore's URL for `url`, and its Host header (as httpx would write them).
+
+    Cached: parsing costs more than the rest of building a request, and an SDK sends to
+    a handful of URLs (retrieve's vary, hence the bound)."""
+    import httpcore
+
+    parsed = httpx.URL(url)
+    target = httpcore.URL(
+        scheme=parsed.raw_scheme, host=parsed.raw_host, port=parsed.port, target=parsed.raw_path
+    )
+    return target, parsed.netloc
 
 
-class PoolAnswer:
-    """A response from one of the SDK's httpx pools, with its body still to be read.
+def _as_httpx(exc: Exception) -> Exception:
+    """An httpcore error as the httpx error of the same name, as httpx's transport
+    raises it (its fate depends on which); anything else as it is."""
+    for cls in type(exc).__mro__:
+        if not cls.__module__.startswith("httpcore"):
+            continue
+        mapped = getattr(httpx, cls.__name__, None)
+        if isinstance(mapped, type) and issubclass(mapped, httpx.TransportError):
+            return mapped(str(exc))
+    return exc
 
-    Read `chunks()` (raw, still encoded) to the end, then `release()`, or `close()`.
+
+class CoreAnswer:
+    """A response from a shard's httpcore pool, with its body still to be read.
+
+    Read `chunks()` (raw, still encoded) to the end, then `release()`, or `close()`:
+    either frees the shard's slot, and a connection holding bytes past the response is
+    dropped rather than reused.
     """
 
-    __slots__ = ("_stream", "headers", "reason", "status")
+    __slots__ = ("_owner", "_response", "_shard", "headers", "reason", "status")
 
-    def __init__(self, response: httpx.Response) -> None:
-        self.status: int = response.status_code
-        self.reason: str = response.reason_phrase
-        #: Case-insensitive; repeated headers joined with ", ".
-        self.headers: Mapping[str, str] = response.headers
-        self._stream: Any = response.stream
+    def __init__(self, response: Any, shard: _Shard, owner: ShardedTransport) -> None:
+        self._response = response
+        self._shard: _Shard | None = shard
+        self._owner = owner
+        self.status: int = response.status
+        phrase = response.extensions.get("reason_phrase")
+        #: None when the transport gave none (a mock): httpx then uses the standard one.
+        self.reason: str | None = None if phrase is None else phrase.decode("latin-1")
+        #: Lower-case names; repeated headers joined with ", " (as httpx does).
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in response.headers:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        self.headers = headers
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        return self._stream.__aiter__()  # type: ignore[no-any-return]
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.stream:
+                yield chunk
+        except Exception as exc:
+            raise _as_httpx(exc) from exc
 
     async def release(self) -> None:
         """Give the connection back (after reading to the end; otherwise it is closed)."""
-        await self._stream.aclose()
+        shard, self._shard = self._shard, None
+        if shard is None:
+            return
+        try:
+            state = _h11_state_with_surplus(self._response.stream)
+            if state is not None:
+                logger.warning("server sent data after a complete response; connection dropped")
+                # h11's public way to mark the connection broken: httpcore then closes it
+                # instead of returning it to the pool.
+                state.send_failed()
+            await self._response.aclose()
+        except BaseException:
+            self._owner._suspect(shard)
+            raise
+        finally:
+            shard.busy -= 1
 
     close = release
 
@@ -208,7 +282,7 @@ def _has_orphans(transport: httpx.AsyncHTTPTransport) -> bool:
     return any(not (c.is_idle() or c.is_closed() or c.has_expired()) for c in connections)
 
 
-def _h11_state_with_surplus(stream: httpx.AsyncByteStream) -> Any:
+def _h11_state_with_surplus(pool_stream: Any) -> Any:
     """The h11 state of a finished HTTP/1.1 response whose connection holds unread bytes.
 
     A server that writes more than one answer (or junk) after a response leaves the bytes
@@ -216,7 +290,6 @@ def _h11_state_with_surplus(stream: httpx.AsyncByteStream) -> Any:
     on that connection: a POST would get another request's receipt. httpcore's own check
     (`has_expired`, socket readable) misses bytes that arrived with the response.
     """
-    pool_stream = getattr(stream, "_httpcore_stream", None)
     connection = getattr(getattr(pool_stream, "_stream", None), "_connection", None)
     state = getattr(connection, "_h11_state", None)
     if state is None:
@@ -246,7 +319,7 @@ class _TrackedStream(httpx.AsyncByteStream):
         if shard is None:
             return
         try:
-            state = _h11_state_with_surplus(self._stream)
+            state = _h11_state_with_surplus(getattr(self._stream, "_httpcore_stream", None))
             if state is not None:
                 logger.warning("server sent data after a complete response; connection dropped")
                 # h11's public way to mark the connection broken: httpcore then closes it

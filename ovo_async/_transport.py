@@ -627,7 +627,11 @@ class Transport:
                 headers=kept,
                 content=body.content,
                 request=httpx.Request(method, url, headers=headers),
-                extensions={"reason_phrase": answer.reason.encode("latin-1", "replace")},
+                extensions=(
+                    {}
+                    if answer.reason is None
+                    else {"reason_phrase": answer.reason.encode("latin-1", "replace")}
+                ),
             )
 
         if not 200 <= status < 300:

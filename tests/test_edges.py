@@ -287,3 +287,34 @@ async def test_the_sdks_own_pool_goes_around_the_httpx_client(
     assert str(error.response.request.url).endswith("/sms/sm_nope")
     assert "authorization" not in error.response.request.headers
     assert server.received[0].headers["authorization"] == f"Bearer {API_KEY}"
+
+
+async def test_without_httpcore_pools_in_reach_the_httpx_client_still_sends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The direct path needs httpx's `_pool` attribute; a future httpx without it must
+    fall back to the client, not fail."""
+    from ovo_async._pool import ShardedTransport
+
+    through_client = 0
+    real_send = httpx.AsyncClient.send
+
+    async def counting_send(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> Any:
+        nonlocal through_client
+        through_client += 1
+        return await real_send(self, *args, **kwargs)
+
+    real_init = ShardedTransport.__init__
+
+    def init_without_core(self: ShardedTransport, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        self._core = False
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", counting_send)
+    monkeypatch.setattr(ShardedTransport, "__init__", init_without_core)
+    with scripted_server() as server:
+        server.queue(Reply(201, sent_json()))
+        async with AsyncOVOClient(api_key=API_KEY, base_url=server.url) as c:
+            sent = await c.sms.send(to="+14155550123", from_="OVO", message="Hi")
+    assert sent.message_id and through_client == 1
+    assert server.received[0].headers["authorization"] == f"Bearer {API_KEY}"

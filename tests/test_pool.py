@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Literal
 
+import httpx
 import pytest
 import trio
 
@@ -103,3 +104,30 @@ def test_proxy_environment_keeps_httpx_own_transport(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
     client = AsyncOVOClient(api_key=API_KEY)
     assert not isinstance(client._transport.pool.http._transport, ShardedTransport)
+
+
+def test_httpcore_errors_become_the_httpx_errors_httpx_would_raise() -> None:
+    """The direct path maps httpcore's errors itself: each must come out as the httpx
+    class of the same name (the fate of a request depends on which)."""
+    import httpcore
+
+    from ovo_async._pool import _as_httpx
+
+    names = [
+        "ConnectError",
+        "ConnectTimeout",
+        "PoolTimeout",
+        "ReadError",
+        "ReadTimeout",
+        "WriteError",
+        "WriteTimeout",
+        "LocalProtocolError",
+        "RemoteProtocolError",
+        "ProxyError",
+        "UnsupportedProtocol",
+    ]
+    for name in names:
+        mapped = _as_httpx(getattr(httpcore, name)("boom"))
+        assert type(mapped) is getattr(httpx, name) and str(mapped) == "boom", name
+    other = ValueError("not httpcore's")
+    assert _as_httpx(other) is other
