@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
-import sniffio
 
 from ._errors import OVOError
 
@@ -540,6 +539,8 @@ class AiohttpIO(httpx.AsyncBaseTransport):
         return RawAnswer(response)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        import sniffio  # here: only httpx-client use of this transport asks
+
         if sniffio.current_async_library() != "asyncio":
             return await self._fallback.handle_async_request(request)
         import asyncio

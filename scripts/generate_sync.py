@@ -164,6 +164,15 @@ def _imports_of(tree: ast.Module, module: str) -> dict[str, tuple[str, str]]:
     return found
 
 
+def _type_checking_imports(tree: ast.Module, module: str) -> dict[str, tuple[str, str]]:
+    """name -> (absolute module, name there), for imports under `if TYPE_CHECKING:`."""
+    found: dict[str, tuple[str, str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            found.update(_imports_of(ast.Module(body=node.body, type_ignores=[]), module))
+    return found
+
+
 class _Names(ast.NodeVisitor):
     def __init__(self) -> None:
         self.names: set[str] = set()
@@ -297,6 +306,8 @@ def generate_module(source: str, class_name: str, path: str | None) -> str:
     body = "\n".join(class_lines).rstrip() + "\n"
 
     known = _imports_of(tree, module)
+    # Names the async module imports for annotations only stay annotation-only here.
+    guarded = _type_checking_imports(tree, module)
     imports: dict[str, set[str]] = {}
     plain: set[str] = set()
     type_only: dict[str, set[str]] = {}
@@ -311,6 +322,11 @@ def generate_module(source: str, class_name: str, path: str | None) -> str:
             type_only.setdefault("ovo_async._sync._client", set()).add(name)
         elif name == "SyncCore":
             imports.setdefault("ovo_async._runtime", set()).add(name)
+        elif name in guarded and name not in known:
+            origin, original = guarded[name]
+            type_only.setdefault(origin, set()).add(
+                name if original == name else f"{original} as {name}"
+            )
         elif name in known:
             origin, original = known[name]
             if original:

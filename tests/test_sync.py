@@ -237,3 +237,23 @@ def test_the_generator_refuses_a_public_method_it_cannot_translate() -> None:
     del source.body[0].body[1]  # type: ignore[attr-defined]
     lines, _ = generator.generate_class(source, "AsyncSMS", "sms")
     assert any("def send(self) -> int:" in line for line in lines)
+
+
+def test_annotation_only_imports_stay_annotation_only_in_the_facade() -> None:
+    """An import the async code keeps under TYPE_CHECKING (to import less) must not come
+    back at run time in the generated code, nor be dropped (its annotations need it)."""
+    import ast
+
+    tree = ast.parse((ROOT / "ovo_async/_sync/sms.py").read_text())
+    runtime = {
+        alias.name for node in tree.body if isinstance(node, ast.ImportFrom) for alias in node.names
+    }
+    guarded = {
+        alias.name
+        for node in tree.body
+        if isinstance(node, ast.If)
+        for sub in node.body
+        if isinstance(sub, ast.ImportFrom)
+        for alias in sub.names
+    }
+    assert "RateLimiter" in guarded and "RateLimiter" not in runtime

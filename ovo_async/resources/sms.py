@@ -12,7 +12,6 @@ import httpx
 from .. import _serde
 from .. import _validation as v
 from .._errors import APITimeoutError, ValidationError
-from .._pacer import RateLimiter
 from .._phone import normalize_number
 from .._requests import make_request
 from .._transport import Transport, check_timeout
@@ -21,6 +20,7 @@ from ..models import BatchResult, Message, SentMessage, SMSRequest
 
 if TYPE_CHECKING:
     from .._bulk import AsyncBulkRun
+    from .._pacer import RateLimiter
 
 __all__ = ["AsyncSMS"]
 
