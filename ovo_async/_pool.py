@@ -16,7 +16,7 @@ import math
 import os
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -165,6 +165,25 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             raise
         return CoreAnswer(response, shard, self)
 
+    async def _finish(
+        self, shard: _Shard, pool_stream: Any, close: Callable[[], Awaitable[None]]
+    ) -> None:
+        """A response of ours is done with: drop its connection if bytes follow the
+        response, close it, and free the shard's slot."""
+        try:
+            state = _h11_state_with_surplus(pool_stream)
+            if state is not None:
+                logger.warning("server sent data after a complete response; connection dropped")
+                # h11's public way to mark the connection broken: httpcore then closes it
+                # instead of returning it to the pool.
+                state.send_failed()
+            await close()
+        except BaseException:
+            self._suspect(shard)
+            raise
+        finally:
+            shard.busy -= 1
+
     def _suspect(self, shard: _Shard) -> None:
         if not shard.suspect:
             shard.suspect = True
@@ -255,21 +274,8 @@ class CoreAnswer:
     async def release(self) -> None:
         """Give the connection back (after reading to the end; otherwise it is closed)."""
         shard, self._shard = self._shard, None
-        if shard is None:
-            return
-        try:
-            state = _h11_state_with_surplus(self._response.stream)
-            if state is not None:
-                logger.warning("server sent data after a complete response; connection dropped")
-                # h11's public way to mark the connection broken: httpcore then closes it
-                # instead of returning it to the pool.
-                state.send_failed()
-            await self._response.aclose()
-        except BaseException:
-            self._owner._suspect(shard)
-            raise
-        finally:
-            shard.busy -= 1
+        if shard is not None:
+            await self._owner._finish(shard, self._response.stream, self._response.aclose)
 
     close = release
 
@@ -315,21 +321,9 @@ class _TrackedStream(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         shard, self._shard = self._shard, None
-        if shard is None:
-            return
-        try:
-            state = _h11_state_with_surplus(getattr(self._stream, "_httpcore_stream", None))
-            if state is not None:
-                logger.warning("server sent data after a complete response; connection dropped")
-                # h11's public way to mark the connection broken: httpcore then closes it
-                # instead of returning it to the pool.
-                state.send_failed()
-            await self._stream.aclose()
-        except BaseException:
-            self._owner._suspect(shard)
-            raise
-        finally:
-            shard.busy -= 1
+        if shard is not None:
+            pool_stream = getattr(self._stream, "_httpcore_stream", None)
+            await self._owner._finish(shard, pool_stream, self._stream.aclose)
 
 
 @functools.lru_cache(maxsize=1)
