@@ -16,7 +16,7 @@ import math
 import os
 import ssl
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import httpx
@@ -239,6 +239,29 @@ def _as_httpx(exc: Exception) -> Exception:
     return exc
 
 
+class Headers(dict[str, str]):
+    """A response's headers: lower-case names, looked up in any case (as httpx's are);
+    a header sent more than once is its values joined with ", "."""
+
+    __slots__ = ()
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__()
+        for name, value in items:
+            key = name.lower()
+            old = dict.get(self, key)
+            dict.__setitem__(self, key, value if old is None else f"{old}, {value}")
+
+    def __getitem__(self, name: str) -> str:
+        return dict.__getitem__(self, name.lower() if isinstance(name, str) else name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return dict.get(self, name.lower() if isinstance(name, str) else name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and dict.__contains__(self, name.lower())
+
+
 class CoreAnswer:
     """A response from a shard's httpcore pool, with its body still to be read.
 
@@ -257,12 +280,9 @@ class CoreAnswer:
         phrase = response.extensions.get("reason_phrase")
         #: None when the transport gave none (a mock): httpx then uses the standard one.
         self.reason: str | None = None if phrase is None else phrase.decode("latin-1")
-        #: Lower-case names; repeated headers joined with ", " (as httpx does).
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in response.headers:
-            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        self.headers = headers
+        self.headers = Headers(
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers
+        )
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
@@ -414,12 +434,7 @@ class RawAnswer:
         self._response = response
         self.status: int = response.status
         self.reason: str = response.reason or ""
-        #: Lower-case names; repeated headers joined with ", " (as httpx does).
-        headers: dict[str, str] = {}
-        for name, value in response.headers.items():
-            key = name.lower()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        self.headers = headers
+        self.headers = Headers(response.headers.items())
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:

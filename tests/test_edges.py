@@ -281,6 +281,12 @@ async def test_the_sdks_own_pool_goes_around_the_httpx_client(
             with pytest.raises(NotFoundError) as info:
                 await c.sms.retrieve("sm_nope")
     assert sent.request_id == "req_ok"
+    # Headers read in any case, as httpx's do; they show (and iterate) in lower case.
+    assert sent.headers is not None
+    assert sent.headers["X-Request-Id"] == sent.headers.get("x-REQUEST-id") == "req_ok"
+    assert "X-Request-Id" in sent.headers and "x-request-id" in dict(sent.headers)
+    odd_key: Any = 5
+    assert sent.headers.get("X-Missing") is None and odd_key not in sent.headers
     error = info.value
     assert error.request_id == "r4" and error.status_code == 404
     assert error.response is not None and error.response.reason_phrase == "X"  # as sent
