@@ -38,6 +38,7 @@ ROOT = HERE.parent
 BODY = {"to": "+14155550123", "from": "OVO", "message": "Hello from the benchmark"}
 HEADERS = {"Authorization": "Bearer sk_bench", "Accept": "application/json"}
 KEY = "sk_bench"
+TWILIO_ASYNC = "Twilio async client (aiohttp), c=100"
 
 
 def requests(n: int) -> Iterator[dict[str, str]]:
@@ -332,6 +333,33 @@ def telnyx_sync(server: Server, n: int) -> Result:
         )
 
 
+def twilio_async(url_port: int, n: int, concurrency: int) -> Callable[[], Awaitable[None]]:
+    """Twilio's own async client (aiohttp), at the same concurrency as send_many's."""
+
+    async def main() -> None:
+        from twilio.http.async_http_client import AsyncTwilioHttpClient
+        from twilio.rest import Client
+
+        http = AsyncTwilioHttpClient()
+        client = Client("AC" + "0" * 32, "token", http_client=http)
+        client.api.base_url = f"http://127.0.0.1:{url_port}"
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(body: dict[str, str]) -> None:
+            async with sem:
+                await client.messages.create_async(
+                    to=body["to"], from_="+14155550100", body=body["message"]
+                )
+
+        try:
+            await asyncio.gather(*(one(b) for b in requests(200)))
+            await _timed(lambda: asyncio.gather(*(one(b) for b in requests(n))))
+        finally:
+            await http.close()
+
+    return main
+
+
 def installed(module: str) -> bool:
     import importlib.util
 
@@ -483,6 +511,9 @@ def main() -> int:
         # Competitors' sync clients, when they install (the bench session installs them).
         if installed("twilio"):
             scenarios["Twilio sync client (requests)"] = lambda: twilio_sync(server, single)
+            scenarios[TWILIO_ASYNC] = lambda: run_async(
+                server, single, twilio_async(server.port, single, 100)
+            )
         if installed("telnyx"):
             scenarios["Telnyx sync client (httpx)"] = lambda: telnyx_sync(server, single)
         if args.only:
@@ -603,6 +634,18 @@ def write_report(
             1.5,
             False,
         ),
+        *(
+            [
+                (
+                    "#15 send_many single c=100, aiohttp: CPU/msg vs Twilio's async client",
+                    ratios(fast, TWILIO_ASYNC),
+                    1.0,
+                    False,
+                )
+            ]
+            if TWILIO_ASYNC in raw
+            else []
+        ),
         ("#15 sms.send CPU/msg vs raw httpx, c=1", ratios("sms.send, c=1", RAW1), 1.05, False),
         ("#15 sms.send CPU/msg vs raw httpx, c=10", ratios("sms.send, c=10", RAW10), 1.05, False),
         (
@@ -636,6 +679,16 @@ def write_report(
             ratios("send_many batch, 100 x c=4, without orjson", raw_batch),
         ),
         ("send_many single c=100, default backend, vs raw aiohttp", ratios(many, raw_aio)),
+        *(
+            [
+                (
+                    "send_many single c=100, default backend, vs Twilio's async client",
+                    ratios(many, TWILIO_ASYNC),
+                )
+            ]
+            if TWILIO_ASYNC in raw
+            else []
+        ),
         (
             "send_many single c=100, default backend, vs raw httpx + semaphore",
             ratios(many, "raw httpx + semaphore, c=100"),
