@@ -17,6 +17,7 @@ from .models import (
     SentMessage,
     SMSRequest,
     _new_batch_message,
+    _new_sent_message,
 )
 
 if TYPE_CHECKING:
@@ -46,6 +47,15 @@ def parse_datetime(value: Any, _type: Any = datetime) -> datetime:
     """
     if not isinstance(value, str):
         raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
+    if type(value) is str:
+        return _parse_text(value)
+    return _parse_text(str(value))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_text(value: str) -> datetime:
+    # Cached: receipts of one second share their timestamp, and parsing cost half of
+    # reading a receipt. Datetimes are immutable, so sharing one is safe.
     match = _ISO.fullmatch(value)
     if match is None:
         raise ValueError(f"not an ISO 8601 timestamp: {value[:40]!r}")
@@ -204,7 +214,34 @@ def structure(data: Any, cls: type[T]) -> T:
 
 def parser(cls: type[T]) -> Callable[[Any], T]:
     """`structure` for one model, as the transport's parse callback."""
+    if cls is SentMessage:
+        return _sent_message  # type: ignore[return-value]  # pyright: ignore[reportReturnType]
     return functools.partial(structure, cls=cls)
+
+
+def _sent_message(data: Any) -> SentMessage:
+    """`structure(data, SentMessage)`, with a fast path for a receipt of plain strings
+    (one per single send); anything else takes the general path and its errors."""
+    if type(data) is dict:
+        get = data.get
+        message_id, status, to, from_ = get("message_id"), get("status"), get("to"), get("from")
+        created_at = get("created_at")
+        if (
+            type(message_id) is str
+            and type(status) is str
+            and type(to) is str
+            and type(from_) is str
+            and type(created_at) is str
+        ):
+            try:
+                when = _parse_text(created_at)
+            except ValueError:
+                pass  # the general path says why
+            else:
+                return _new_sent_message(
+                    message_id, _STATUSES.get(status, status), to, from_, when, None, None
+                )
+    return structure(data, SentMessage)
 
 
 class BatchParts:

@@ -351,3 +351,75 @@ def test_default_keys_are_distinct_random_uuid4s() -> None:
     for key in keys:
         bits |= uuid.UUID(key).int ^ uuid.UUID(next(iter(keys))).int
     assert bin(bits).count("1") == 122
+
+
+RECEIPTS: list[Any] = [
+    {
+        "message_id": "sm_1",
+        "status": "queued",
+        "to": TO,
+        "from": "OVO",
+        "created_at": "2025-05-17T12:34:56Z",
+    },
+    {
+        "message_id": "sm_1",
+        "status": "teleported",
+        "to": TO,
+        "from": "OVO",
+        "created_at": "2025-05-17T12:34:56.123456789+05:30",
+        "extra": [1],
+    },
+    {
+        "message_id": "sm_1",
+        "status": "sent",
+        "to": TO,
+        "from": "OVO",
+        "created_at": "2025-05-17T12:34:56Z",
+        "request_id": "body_lies",
+        "headers": {"a": "b"},
+    },
+    {"message_id": "sm_1", "status": "queued", "to": TO, "from": "OVO", "created_at": "soon"},
+    {
+        "message_id": "sm_1",
+        "status": "queued",
+        "to": TO,
+        "from": "OVO",
+        "created_at": "2025-05-17T12:34:56+24:00",
+    },
+    {"message_id": "sm_1", "status": "queued", "to": TO, "from": "OVO"},
+    {
+        "message_id": 1,
+        "status": "queued",
+        "to": TO,
+        "from": "OVO",
+        "created_at": "2025-05-17T12:34:56Z",
+    },
+    {
+        "message_id": "sm_1",
+        "status": None,
+        "to": TO,
+        "from": "OVO",
+        "created_at": "2025-05-17T12:34:56Z",
+    },
+    {"message_id": "sm_1", "status": "queued", "to": TO, "from": "OVO", "created_at": 5},
+    ["not", "an", "object"],
+    None,
+]
+
+
+@pytest.mark.parametrize("data", RECEIPTS, ids=range(len(RECEIPTS)))
+def test_receipts_read_the_same_on_the_fast_path(data: Any) -> None:
+    """Single sends read their receipt on a fast path; it must give what the general
+    path gives: the same model, or the same error."""
+    from ovo_async import _serde
+
+    def read(fn: Any) -> Any:
+        try:
+            result = fn(data)
+        except _serde.BodyMismatch as exc:
+            return ("error", str(exc))
+        return ("ok", result, type(result.status), result.request_id, result.headers)
+
+    fast = read(_serde.parser(SentMessage))
+    general = read(lambda d: _serde.structure(d, SentMessage))
+    assert fast == general
