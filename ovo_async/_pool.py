@@ -410,6 +410,8 @@ def _map_aiohttp(exc: BaseException) -> httpx.TransportError | None:
         return httpx.ConnectError(message)
     if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
         return httpx.ReadTimeout(message)
+    if isinstance(exc, asyncio.IncompleteReadError):  # the body ended short
+        return httpx.ReadError(message)
     invalid_url = tuple(
         getattr(aiohttp, name)
         for name in ("InvalidUrlClientError", "NonHttpUrlClientError")
@@ -437,8 +439,14 @@ class RawAnswer:
         self.headers = Headers(response.headers.items())
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        response = self._response
         try:
-            async for chunk in self._response.content.iter_chunked(65536):
+            length = response.content_length
+            if length is not None and length <= 65536:
+                # A small body of known size, as nearly every answer is: one read.
+                yield await response.content.readexactly(length)
+                return
+            async for chunk in response.content.iter_chunked(65536):
                 yield chunk
         except Exception as exc:
             mapped = _map_aiohttp(exc)

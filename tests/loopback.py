@@ -33,6 +33,8 @@ class Reply:
     raw: bytes | None = None
     #: A body streamed in chunks (with `headers`), for answers too big to hold.
     chunks: Callable[[], Iterable[bytes]] | None = None
+    #: Close the connection once this is written (a body cut short, with `raw`).
+    hang_up: bool = False
 
 
 DROP = Reply(drop=True)
@@ -138,6 +140,8 @@ class _Handler(socketserver.StreamRequestHandler):
             try:
                 self._write(reply)
             except OSError:
+                return
+            if reply.hang_up:
                 return
 
     def _write(self, reply: Reply) -> None:

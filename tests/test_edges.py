@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from ovo_async import (
+    APIConnectionError,
     APIResponseValidationError,
     AsyncOVOClient,
     InternalServerError,
@@ -324,3 +325,29 @@ async def test_without_httpcore_pools_in_reach_the_httpx_client_still_sends(
             sent = await c.sms.send(to="+14155550123", from_="OVO", message="Hi")
     assert sent.message_id and through_client == 1
     assert server.received[0].headers["authorization"] == f"Bearer {API_KEY}"
+
+
+@pytest.mark.parametrize("io_backend", ["httpx", "aiohttp"])
+@pytest.mark.parametrize("endpoint", ["send", "retrieve"])
+async def test_a_body_cut_short_is_a_connection_error_with_its_fate(
+    endpoint: str, io_backend: Any
+) -> None:
+    """The server promises 100 bytes, sends 10 and hangs up: no answer was read, but the
+    request was (a POST may have been sent); the client then works on a new connection."""
+    post = endpoint == "send"
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b'{"message_'
+    with scripted_server() as server:
+        server.queue(
+            Reply(raw=cut, hang_up=True), *([] if post else [Reply(raw=cut, hang_up=True)] * 2)
+        )
+        async with AsyncOVOClient(
+            api_key=API_KEY, base_url=server.url, retry=FAST_RETRY, io_backend=io_backend
+        ) as c:
+            with pytest.raises(APIConnectionError) as info:
+                await call(c, endpoint)
+            assert info.value.may_have_been_sent is post
+            text = str(info.value)
+            assert text.startswith(("connection failed (ReadError)", "connection failed (Remote"))
+            good = GOOD[endpoint][0]
+            server.queue(_json(good))
+            assert answer_id(await call(c, endpoint, key="next")) == answer_id_of(endpoint, good)
