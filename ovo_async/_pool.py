@@ -112,7 +112,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
 
     def direct(self) -> bool:
         """Whether `exchange` may be used: httpx keeps each transport's httpcore pool as
-        `_pool` (0.23 to 0.28 at least); without it, requests go through httpx's client."""
+        `_pool` (0.27 and 0.28 do); without it, requests go through httpx's client."""
         return self._core
 
     async def exchange(

@@ -105,7 +105,10 @@ def _from_plain_dict(item: dict[Any, Any]) -> SMSRequest | None:
     # its precise error.
     if _E164(to) is None:
         v.phone_number("to", to)
-    if not message.strip() or _BAD_TEXT(message) is not None:
+    # ASCII text (most of it) holds no surrogate: only NUL is left to look for.
+    if not message.strip() or (
+        "\x00" in message if message.isascii() else _BAD_TEXT(message) is not None
+    ):
         v.message_text("message", message)
     if from_ is not None and from_ not in _GOOD_SENDERS:
         v.sender("from_", from_)
