@@ -16,8 +16,8 @@ import math
 import os
 import ssl
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 import httpx
 
@@ -25,7 +25,7 @@ from ._errors import OVOError
 
 logger = logging.getLogger("ovo_async")
 
-__all__ = ["SHARD_SIZE", "AiohttpIO", "CoreAnswer", "NotBuilt", "ShardedTransport"]
+__all__ = ["SHARD_SIZE", "AiohttpIO", "Answer", "CoreAnswer", "NotBuilt", "ShardedTransport"]
 
 #: Connections per shard.
 SHARD_SIZE = 5
@@ -260,6 +260,21 @@ class Headers(dict[str, str]):
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and dict.__contains__(self, name.lower())
+
+
+class Answer(Protocol):
+    """What `exchange` returns, on either I/O path: status, reason and headers, and the
+    body as raw chunks to read to the end, then `release()` (or `close()` on failure)."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    def chunks(self) -> AsyncIterator[bytes]: ...
+    async def release(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 class CoreAnswer:

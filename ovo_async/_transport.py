@@ -28,7 +28,7 @@ from ._errors import (
     ValidationError,
     error_class_for_status,
 )
-from ._pool import NotBuilt, Pool
+from ._pool import AiohttpIO, Answer, NotBuilt, Pool, ShardedTransport
 from ._retry import RETRY_HOOKS, RetryPolicy, fate, retrying
 from ._version import __version__
 
@@ -517,8 +517,8 @@ class Transport:
         http = self.pool.client()
         # httpx keeps a client's transport here. The SDK's own (sharded pools, aiohttp)
         # can skip the httpx client's layer; a caller's client or transport goes through it.
-        io: Any = getattr(http, "_transport", None)
-        if getattr(io, "exchange", None) is not None and io.direct():
+        io = getattr(http, "_transport", None)
+        if isinstance(io, (ShardedTransport, AiohttpIO)) and io.direct():
             return await self._attempt_direct(
                 io, method, url, path, headers, content, parse, timeout
             )
@@ -572,7 +572,7 @@ class Transport:
 
     async def _attempt_direct(
         self,
-        io: Any,
+        io: ShardedTransport | AiohttpIO,
         method: str,
         url: str,
         path: str,
@@ -587,7 +587,7 @@ class Transport:
         debug = logger.isEnabledFor(logging.DEBUG)
         started = time.perf_counter() if debug else 0.0
         try:
-            answer = await io.exchange(method, url, headers, content, timeout, self.api_key)
+            answer: Answer = await io.exchange(method, url, headers, content, timeout, self.api_key)
         except NotBuilt as exc:
             raise _not_built(str(exc), method) from None
         except Exception as exc:
