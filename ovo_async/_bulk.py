@@ -25,6 +25,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import operator
 import os
 from collections.abc import (
     AsyncGenerator,
@@ -544,14 +545,13 @@ class _Engine:
     def _identify(self, ready: list[_Member], outcomes: list[BulkOutcome]) -> list[_Member]:
         taken = self._taken
         if self.key is None:
-            digests = [content_digest(request) for _, _, request, _ in ready]
             if taken is not None:
+                identities = taken.identities([m[2] for m in ready])
                 return [
                     (index, item, request, identity)
-                    for (index, item, request, _), identity in zip(
-                        ready, taken.number(digests), strict=True
-                    )
+                    for (index, item, request, _), identity in zip(ready, identities, strict=True)
                 ]
+            digests = [content_digest(request) for _, _, request, _ in ready]
             numbers = self._occurrences.number(digests)
             return [
                 (index, item, request, f"{digest}.{n}")
@@ -643,7 +643,7 @@ class _Engine:
         if self.identify and endpoint == "batch" and recorded is None:
             # The same members make the same key and the same body, whatever the order in
             # which the input delivered them.
-            members.sort(key=lambda m: m[3] or "")
+            members.sort(key=_IDENTITY)
         requests = [request for _, _, request, _ in members]
         n = self._charge(requests)
         await self.pacer.acquire(n)
@@ -653,8 +653,8 @@ class _Engine:
         else:
             key = self._request_key(members, endpoint)
             if journal is not None:
-                rows = [[r.to, r.from_, r.message, r.callback_url] for r in requests]
-                identities = [m[3] or "" for m in members]
+                rows = list(map(_FIELDS, requests))
+                identities = list(map(_IDENTITY, members))
                 row = journal.record(key, endpoint, _json.dumps_text(rows), identities)
                 if self._taken is not None:
                     self._taken.stored(identities)
@@ -680,7 +680,7 @@ class _Engine:
         finally:
             RETRY_HOOKS.reset(token)
         if journal is not None:
-            journal.settle(row, _journal_entries(outcomes))
+            _settle(journal, row, outcomes)
         return outcomes
 
     def _batch_outcomes(
@@ -797,6 +797,31 @@ def _add(seen: set[str], identity: str) -> bool:
         return False
     seen.add(identity)
     return True
+
+
+#: A member's identity (set on every member once identities are in use).
+_IDENTITY = operator.itemgetter(3)
+#: What the journal records of a request, per message, to send it again.
+_FIELDS = operator.attrgetter("to", "from_", "message", "callback_url")
+
+
+def _settle(journal: Journal, row: int, outcomes: list[BulkOutcome]) -> None:
+    """Write a request's outcomes to the journal: a batch accepted whole (the usual
+    case) as lists of ids and statuses, anything else one entry per message."""
+    first = outcomes[0].message if outcomes else None
+    if first is not None:
+        when = first.created_at
+        ids, statuses = [], []
+        for outcome in outcomes:
+            message = outcome.message
+            if message is None or message.created_at is not when:
+                break
+            ids.append(message.message_id)
+            statuses.append(message.status)  # JSON writes an enum member as its value
+        else:
+            journal.settle_accepted(row, _iso(when), ids, statuses)
+            return
+    journal.settle(row, _journal_entries(outcomes))
 
 
 def _journal_entries(outcomes: list[BulkOutcome]) -> list[tuple[str, str]]:

@@ -386,11 +386,11 @@ async def test_a_journal_failing_mid_run_stops_the_run_with_an_ovo_error(tmp_pat
         run_ = client.sms.send_many(numbered(50), journal=journal, batch_size=10, concurrency=1)
         first = await run_.__anext__()
         assert first.ok
-        # The disk goes away under the run: the next write fails.
-        db = sqlite3.connect(journal)
-        db.execute("DROP TABLE requests")
-        db.commit()
-        db.close()
+        # The journal breaks under the run (as with a full disk): the next write fails.
+        # Through the run's own connection: the run holds the file's lock.
+        engine_journal = run_._engine._journal
+        assert engine_journal is not None
+        engine_journal.db.execute("DROP TABLE requests")
         with pytest.raises(OVOError, match="journal"):
             async for _ in run_:
                 pass
@@ -409,8 +409,7 @@ async def test_identities_stay_exact_when_the_filter_raises_false_alarms(
     items = numbered(40) + numbered(3)  # three real repeats among false alarms
     async with client_for(fake) as client:
         with monkeypatch.context() as tiny:
-            tiny.setattr(Taken, "BITS", 8)  # nearly every message is a false alarm
-            tiny.setattr(Taken, "BLOCK_BITS", 8)
+            tiny.setattr(Taken, "SLOTS", 2)  # nearly every message is a false alarm
             first = await run(client, items, journal=journal, batch_size=7)
         again = await run(client, items[::-1], journal=journal, batch_size=7)
     assert all(o.ok and not o.replayed for o in first)
@@ -436,3 +435,25 @@ def test_content_digest_is_pinned() -> None:
         )
         == "db9db2030e4d5171d6464057"
     )
+
+
+def test_colliding_new_messages_stay_out_of_the_exact_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Distinct messages whose slots collide are new, numbered 0, and cost no memory
+    that grows with the run; real repeats are numbered on."""
+    from ovo_async._journal import content_digest
+    from ovo_async.models import SMSRequest
+
+    monkeypatch.setattr(Taken, "SLOTS", 64)  # 40 messages in 64 slots: many collisions
+    journal = Journal(tmp_path / "j.sqlite")
+    try:
+        taken = Taken(journal)
+        requests = [SMSRequest(to="+14155550123", message=f"m{i}") for i in range(40)]
+        first = taken.identities(requests)
+        assert first == [content_digest(r) + ".0" for r in requests]
+        assert taken._repeats == {}  # collisions were resolved in the table
+        again = taken.identities(requests[:3])
+        assert again == [content_digest(r) + ".1" for r in requests[:3]]
+    finally:
+        journal.close()
