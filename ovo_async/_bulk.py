@@ -170,16 +170,16 @@ class _Source:
         try:
             if self._sync is not None:
                 # Never awaits, so workers cannot interleave inside it. What was taken
-                # before the caller's iterable raised is kept: it gets its outcomes.
-                index = self._index
-                append = taken.append
+                # before the caller's iterable raised is kept (`extend` keeps what it
+                # appended): it gets its outcomes.
+                items: list[Any] = []
                 try:
-                    for item in itertools.islice(self._sync, n):
-                        append((index, item))
-                        index += 1
+                    items.extend(itertools.islice(self._sync, n))
                 finally:
-                    self._index = index
-                if len(taken) < n:
+                    start = self._index
+                    self._index = start + len(items)
+                    taken = list(zip(range(start, self._index), items, strict=True))
+                if len(items) < n:
                     self.exhausted = True
             else:
                 assert self._async is not None
@@ -644,7 +644,7 @@ class _Engine:
             # The same members make the same key and the same body, whatever the order in
             # which the input delivered them.
             members.sort(key=_IDENTITY)
-        requests = [request for _, _, request, _ in members]
+        requests = list(map(_REQUEST, members))
         n = self._charge(requests)
         await self.pacer.acquire(n)
         row = 0
@@ -691,17 +691,8 @@ class _Engine:
         created_at, request_id = result.created_at, result.request_id
         statuses, entry_of = _serde.STATUSES, _serde.batch_entry
         accepted = 0
-        for j, (index, _, request, _) in enumerate(members):
-            if j >= len(entries):
-                unread = _unread(
-                    f"batch {result.batch_id} returned {len(entries)} results "
-                    f"for {len(members)} messages; this one has none",
-                    key,
-                    None,
-                )
-                outcomes.append(self._outcome(index, request, None, unread))
-                continue
-            data = entries[j]
+        # Entries answer members in order; members past the last entry are handled after.
+        for (index, _, request, _), data in zip(members, entries, strict=False):
             if type(data) is dict and "error" not in data:
                 # The common case, a few hundred thousand times a minute: an accepted
                 # entry of plain strings goes straight to its outcome, built without
@@ -758,6 +749,14 @@ class _Engine:
                 rejected.idempotency_key = key
                 outcomes.append(self._outcome(index, request, None, rejected))
         self.progress.sent += accepted
+        for index, _, request, _ in members[len(entries) :]:
+            unread = _unread(
+                f"batch {result.batch_id} returned {len(entries)} results "
+                f"for {len(members)} messages; this one has none",
+                key,
+                None,
+            )
+            outcomes.append(self._outcome(index, request, None, unread))
         return outcomes
 
     async def _recover(self, journal: Journal) -> None:
@@ -799,8 +798,8 @@ def _add(seen: set[str], identity: str) -> bool:
     return True
 
 
-#: A member's identity (set on every member once identities are in use).
-_IDENTITY = operator.itemgetter(3)
+#: A member's request, and its identity (set on every member once identities are in use).
+_REQUEST, _IDENTITY = operator.itemgetter(2), operator.itemgetter(3)
 #: What the journal records of a request, per message, to send it again.
 _FIELDS = operator.attrgetter("to", "from_", "message", "callback_url")
 

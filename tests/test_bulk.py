@@ -354,3 +354,22 @@ async def test_each_odd_batch_entry_costs_only_itself(respx_mock: respx.MockRout
     for i in (6, 7):  # the server said no for this one
         error = by_index[i].error
         assert isinstance(error, MessageRejectedError) and not error.may_have_been_sent, i
+
+
+@respx.mock(base_url="https://api.ovocommunications.com/v1")
+async def test_a_batch_answer_with_too_few_entries_leaves_the_rest_unknown(
+    respx_mock: respx.MockRouter,
+) -> None:
+    """A 2xx batch answer with fewer entries than messages: the batch was accepted, so
+    the messages it says nothing about may have been sent; none is lost or doubled."""
+    respx_mock.post("/sms/batch").respond(201, json=batch_json(3))
+    async with AsyncOVOClient(api_key=API_KEY) as client:
+        outcomes = [o async for o in client.sms.send_many(numbers(5), batch_size=5)]
+    assert sorted(o.index for o in outcomes) == [0, 1, 2, 3, 4]
+    assert {o.index for o in outcomes if o.ok} == {0, 1, 2}
+    for outcome in outcomes:
+        if not outcome.ok:
+            error = outcome.error
+            assert isinstance(error, APIResponseValidationError) and error.may_have_been_sent
+            assert "returned 3 results for 5 messages" in str(error)
+            assert error.idempotency_key
