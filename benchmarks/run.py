@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import importlib.metadata
 import json
 import os
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +254,29 @@ async def _timed(fn: Callable[[], Awaitable[Any]]) -> None:
     t["scpu"] = t["server"]() - t["s0"]
 
 
+#: Slices per round of each batched scenario.
+SLICES = 4
+
+
+def interleaved(scenarios: Mapping[str, Callable[[int], Result]], n: int) -> dict[str, Result]:
+    """One round of `scenarios`, `n` messages each, run as `SLICES` interleaved slices
+    (forward, backward, forward, ...); each result is its slices' combined figures."""
+    parts: dict[str, list[Result]] = {name: [] for name in scenarios}
+    names = list(scenarios)
+    for i in range(SLICES):
+        for name in names if i % 2 == 0 else names[::-1]:
+            parts[name].append(scenarios[name](n // SLICES))
+    return {
+        name: {
+            "us_per_msg": statistics.fmean(r["us_per_msg"] for r in rs),
+            # Total messages over total time (equal slices: a harmonic mean).
+            "msgs_per_s": len(rs) / sum(1 / r["msgs_per_s"] for r in rs),
+            "server_us_per_msg": statistics.fmean(r["server_us_per_msg"] for r in rs),
+        }
+        for name, rs in parts.items()
+    }
+
+
 def run_async(server: Server, n: int, make: Callable[[], Awaitable[None]]) -> Result:
     _timer["server"] = server.cpu
     asyncio.run(make())  # type: ignore[arg-type]
@@ -480,34 +504,41 @@ def main() -> int:
             "send_many single, c=100, aiohttp": lambda: run_async(
                 server, single, sdk_send_many(url, single, 100, None, "aiohttp")
             ),
-            "raw httpx batches of 100, c=4": lambda: run_async(
-                server, bulk, raw_batches(url, bulk, 4, 100)
-            ),
-            "send_many batch (default), 100 x c=4": lambda: run_async(
-                server, bulk, sdk_send_many(url, bulk, 4, 100)
-            ),
             "raw aiohttp + semaphore, c=100": lambda: run_async(
                 server, single, raw_aiohttp(url, single, 100)
             ),
-            "send_many batch, 500 x c=4": lambda: run_async(
-                server, bulk, sdk_send_many(url, bulk, 4, 500)
+        }
+        # Batched scenarios, paired for ratios that sit near 1: each round runs them in
+        # SLICES interleaved slices, the order reversed every other slice, so the drift
+        # of this machine's speed (2x within seconds at times) hits each pair alike.
+        batched: dict[str, Callable[[int], Result]] = {
+            "raw httpx batches of 100, c=4": lambda n: run_async(
+                server, n, raw_batches(url, n, 4, 100)
             ),
-            "send_many batch, 1000 x c=4": lambda: run_async(
-                server, bulk, sdk_send_many(url, bulk, 4, 1000)
+            "send_many batch (default), 100 x c=4": lambda n: run_async(
+                server, n, sdk_send_many(url, n, 4, 100)
             ),
-            "send_many batch, 100 x c=4, aiohttp": lambda: run_async(
-                server, bulk, sdk_send_many(url, bulk, 4, 100, "aiohttp")
+            "send_many batch, 500 x c=4": lambda n: run_async(
+                server, n, sdk_send_many(url, n, 4, 500)
             ),
-            "send_many batch, 100 x c=4, without orjson": lambda: without_orjson(
-                lambda: run_async(server, bulk, sdk_send_many(url, bulk, 4, 100))
+            "send_many batch, 1000 x c=4": lambda n: run_async(
+                server, n, sdk_send_many(url, n, 4, 1000)
             ),
-            "send_many batch, 100 x c=4, keys": lambda: run_async(
-                server, bulk, sdk_send_many(url, bulk, 4, 100, keys=True)
+            "send_many batch, 100 x c=4, aiohttp": lambda n: run_async(
+                server, n, sdk_send_many(url, n, 4, 100, "aiohttp")
             ),
-            "send_many batch, 100 x c=4, journal": lambda: run_async(
-                server, bulk, sdk_send_many(url, bulk, 4, 100, journal=True)
+            "send_many batch, 100 x c=4, without orjson": lambda n: without_orjson(
+                lambda: run_async(server, n, sdk_send_many(url, n, 4, 100))
+            ),
+            "send_many batch, 100 x c=4, keys": lambda n: run_async(
+                server, n, sdk_send_many(url, n, 4, 100, keys=True)
+            ),
+            "send_many batch, 100 x c=4, journal": lambda n: run_async(
+                server, n, sdk_send_many(url, n, 4, 100, journal=True)
             ),
         }
+        for name, by_count in batched.items():
+            scenarios[name] = functools.partial(by_count, bulk)
         # Competitors' sync clients, when they install (the bench session installs them).
         if installed("twilio"):
             scenarios["Twilio sync client (requests)"] = lambda: twilio_sync(server, single)
@@ -530,7 +561,10 @@ def main() -> int:
         results: dict[str, list[Result]] = {name: [] for name in scenarios}
         for round_no in range(args.rounds):
             for name, scenario in scenarios.items():
-                results[name].append(scenario())
+                if name not in batched:
+                    results[name].append(scenario())
+            for name, result in interleaved(batched, bulk).items():
+                results[name].append(result)
             print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr)
         rss = {
             n: statistics.median(peak_rss(server, n) for _ in range(3)) for n in (1_000, 100_000)
@@ -718,6 +752,8 @@ def write_report(
         "",
         "Every target is a ratio to a baseline measured in the same round, back to back: the",
         "median of the per-round ratios, and their spread (lowest-highest) across rounds.",
+        f"Batched scenarios run as {SLICES} interleaved slices per round, in alternating order,",
+        "so that the drift of a shared machine's speed hits both sides of a ratio alike.",
         "",
         "| target | bound | median | spread | met |",
         "|---|---|---|---|---|",

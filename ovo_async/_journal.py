@@ -335,7 +335,7 @@ class Taken:
     memory that does not grow with the run.
 
     A fixed table of 16-bit fingerprints answers "new" for nearly every message; only
-    its "maybe" (a repeat, or about one false alarm in 10^5 at a million messages) asks
+    its "maybe" (a repeat, or about one false alarm in a run of a million messages) asks
     the journal, and digests found repeated are then counted in a dict. Identities are
     pending from the moment they are taken until the journal has them (recorded or
     claimed).
@@ -409,7 +409,7 @@ class Taken:
         return out
 
     def _first_free(self, digest: str) -> int:
-        """The filter says "maybe": the exact occurrence number, from the journal and
+        """The table says "maybe": the exact occurrence number, from the journal and
         what is pending."""
         taken = self._journal.taken_in_run(digest + ".", exact=False)
         taken.update(i for i in self.pending if i.startswith(digest + "."))

@@ -401,7 +401,7 @@ async def test_a_journal_failing_mid_run_stops_the_run_with_an_ovo_error(tmp_pat
 async def test_identities_stay_exact_when_the_filter_raises_false_alarms(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The in-run filter may say "maybe seen" for a new message; the journal's exact
+    """The in-run table may say "maybe seen" for a new message; the journal's exact
     answer must decide, or the next run would number the same message differently and
     send it again."""
     fake = FakeOVO()
