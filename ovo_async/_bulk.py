@@ -163,31 +163,31 @@ class _Source:
         self.exhausted = False
         self.error: BaseException | None = None
 
-    async def take(self, n: int) -> list[tuple[int, Any]]:
-        taken: list[tuple[int, Any]] = []
+    async def take(self, n: int) -> tuple[int, list[Any]]:
+        """Up to `n` inputs, and the position of the first: they are contiguous."""
+        items: list[Any] = []
+        start = self._index
         if self.exhausted:
-            return taken
+            return start, items
         try:
             if self._sync is not None:
                 # Never awaits, so workers cannot interleave inside it. What was taken
                 # before the caller's iterable raised is kept (`extend` keeps what it
                 # appended): it gets its outcomes.
-                items: list[Any] = []
                 try:
                     items.extend(itertools.islice(self._sync, n))
                 finally:
-                    start = self._index
                     self._index = start + len(items)
-                    taken = list(zip(range(start, self._index), items, strict=True))
                 if len(items) < n:
                     self.exhausted = True
             else:
                 assert self._async is not None
                 async with self._lock:
+                    start = self._index
                     for _ in range(n):
                         if self.exhausted:
                             break
-                        taken.append((self._index, await self._async.__anext__()))
+                        items.append(await self._async.__anext__())
                         self._index += 1
         except (StopIteration, StopAsyncIteration):
             self.exhausted = True
@@ -196,7 +196,7 @@ class _Source:
             # the outcomes of what was taken have been delivered.
             self.exhausted = True
             self.error = exc
-        return taken
+        return start, items
 
 
 async def _hand_over(
@@ -465,11 +465,11 @@ class _Engine:
         chunk = self.batch_size or 1
         with out:
             while True:
-                taken = await source.take(chunk)
-                if not taken:
+                start, items = await source.take(chunk)
+                if not items:
                     return
-                self.progress.taken += len(taken)
-                outcomes, ready = self._prepare(taken)
+                self.progress.taken += len(items)
+                outcomes, ready = self._prepare(start, items)
                 if ready:
                     if self.batch_size is None:
                         for member in ready:
@@ -479,7 +479,7 @@ class _Engine:
                 if not await _hand_over(out, outcomes):
                     return
 
-    def _prepare(self, taken: list[tuple[int, Any]]) -> tuple[list[BulkOutcome], list[_Member]]:
+    def _prepare(self, start: int, items: list[Any]) -> tuple[list[BulkOutcome], list[_Member]]:
         """Validate, identify and (with a journal) replay; what is left is to be sent."""
         outcomes: list[BulkOutcome] = []
         ready: list[_Member] = []
@@ -489,7 +489,9 @@ class _Engine:
         # (make_request would take it too, after a few checks that cannot apply here).
         plain = region is None and max_segments is None
         append = ready.append
-        for index, item in taken:
+        # enumerate, not (index, item) pairs: no object per message to allocate (and for
+        # the garbage collector to visit).
+        for index, item in enumerate(items, start):
             try:
                 request = from_plain_dict(item) if plain and type(item) is dict else None
                 if request is None or request.from_ is None:
