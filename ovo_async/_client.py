@@ -13,28 +13,19 @@ import attrs
 import httpx
 
 from . import _validation
+from ._defaults import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, NOT_GIVEN, PICKLE_REFUSAL
 from ._errors import OVOError, ValidationError
 from ._phone import check_region
 from ._pool import AiohttpIO, Pool, ShardedTransport, default_ssl_context
 from ._retry import RetryPolicy
-from ._transport import DEFAULT_MAX_RESPONSE_BYTES, APIKey, Transport, check_timeout
+from ._transport import APIKey, Transport, check_timeout
 from .resources.sms import AsyncSMS
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "AsyncOVOClient"]
 
 DEFAULT_BASE_URL = "https://api.ovocommunications.com/v1"
-#: Connect within 5 s; each read, write or pool wait within 30 s.
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 #: Keep-alive equals the maximum: with fewer, a burst reopens connections on every wave.
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-
-
-class _NotGiven:
-    def __repr__(self) -> str:
-        return "NOT_GIVEN"
-
-
-NOT_GIVEN: Any = _NotGiven()
 
 
 def _is_loopback(host: str) -> bool:
@@ -76,13 +67,6 @@ def _check_base_url(base_url: str) -> str:
             "the API key would travel unencrypted: use https"
         )
     raise OVOError(f"base_url {base_url!r} must be an absolute https URL")
-
-
-PICKLE_REFUSAL = (
-    "an ovo-async client cannot be pickled: its connections and event loop belong to "
-    "this process. Create one client per process (for example in Celery's "
-    "worker_process_init signal) and pass plain data between processes"
-)
 
 
 class _Connection:

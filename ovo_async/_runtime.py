@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._client import PICKLE_REFUSAL
+from ._defaults import PICKLE_REFUSAL
 from ._errors import OVOError
 
 if TYPE_CHECKING:

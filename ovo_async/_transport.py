@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import httpx
 
 from . import _json, _serde, _validation
+from ._defaults import DEFAULT_MAX_RESPONSE_BYTES
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -43,8 +44,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: The most bytes of an answer's body (after decompression) the SDK reads.
-DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 #: Only encodings the SDK can decompress in bounded steps (no brotli or zstd bombs).
 ACCEPT_ENCODING = "gzip, deflate"
 

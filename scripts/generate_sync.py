@@ -187,6 +187,25 @@ def _names_in(code: str) -> set[str]:
     return visitor.names
 
 
+def _runtime_names(code: str) -> set[str]:
+    """The names `code` uses outside annotations (which `from __future__ import
+    annotations` never evaluates): only those need a run-time import."""
+    names: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        for field, value in ast.iter_fields(node):
+            if field in ("annotation", "returns"):
+                continue
+            for child in value if isinstance(value, list) else [value]:
+                if isinstance(child, ast.AST):
+                    visit(child)
+
+    visit(ast.parse(code))
+    return names
+
+
 def generate_class(
     tree: ast.Module, class_name: str, path: str | None
 ) -> tuple[list[str], dict[str, str]]:
@@ -223,6 +242,11 @@ def generate_class(
                 params = _params(fn)
                 lines += _signature("__init__", params, "None")
                 build = f"self._core = SyncCore({class_name}({_call_args(fn)}))"
+                # The async client loads with the first client made, not with
+                # `from ovo_async import OVOClient` (its models build attrs classes).
+                module = "ovo_async." + TARGETS[0][0].removesuffix(".py").split("/", 1)[1]
+                lines.append(f"        from {module} import {class_name}")
+                lines.append("")
                 if any(a.arg == "api_key" for a in fn.args.kwonlyargs):
                     # Clear the plain key from this frame before any error leaves it:
                     # tracebacks with locals print what frames hold.
@@ -306,14 +330,19 @@ def generate_module(source: str, class_name: str, path: str | None) -> str:
     body = "\n".join(class_lines).rstrip() + "\n"
 
     known = _imports_of(tree, module)
-    # Names the async module imports for annotations only stay annotation-only here.
+    # Names the async module imports for annotations only stay annotation-only here,
+    # and so do names the facade itself uses only in annotations: importing the sync
+    # facade then costs no more than its own signatures need.
     guarded = _type_checking_imports(tree, module)
+    at_run_time = _runtime_names(body)
     imports: dict[str, set[str]] = {}
     plain: set[str] = set()
     type_only: dict[str, set[str]] = {}
     for name in sorted(_names_in(body)):
         if name in RUNTIME:
             imports.setdefault(RUNTIME[name], set()).add(name)
+        elif name == class_name and path is None:
+            continue  # imported where it is built, in `__init__`
         elif name == class_name:
             imports.setdefault(module, set()).add(name)
         elif name in resources.values():
@@ -329,7 +358,9 @@ def generate_module(source: str, class_name: str, path: str | None) -> str:
             )
         elif name in known:
             origin, original = known[name]
-            if original:
+            if original and name not in at_run_time and origin.startswith("ovo_async"):
+                type_only.setdefault(origin, set()).add(name)
+            elif original:
                 imports.setdefault(origin, set()).add(name)
             else:
                 plain.add(origin)

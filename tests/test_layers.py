@@ -25,6 +25,17 @@ FORBIDDEN = {
     "models.py": {"_bulk", "_runtime", "_sync", "_client", "resources", "_transport", "_serde"},
     "_validation.py": {"_bulk", "_runtime", "_sync", "_client", "resources", "_transport"},
     "_errors.py": {"_bulk", "_runtime", "_sync", "_client", "resources", "_transport"},
+    "_defaults.py": {
+        "_bulk",
+        "_runtime",
+        "_sync",
+        "_client",
+        "resources",
+        "_transport",
+        "_retry",
+        "_serde",
+        "models",
+    },
     "_journal.py": {"_bulk", "_runtime", "_sync", "_client"},
     "_bulk.py": {"_runtime", "_sync", "_client"},
     "_client.py": {"_runtime", "_sync"},
@@ -72,3 +83,26 @@ def test_the_checker_sees_function_level_imports() -> None:
     # The resource once built the bulk engine through an import inside send_many.
     source = PACKAGE / "_client.py"
     assert "_bulk" in runtime_imports(source)
+
+
+def test_importing_the_sync_client_leaves_the_async_machinery_for_later() -> None:
+    """`from ovo_async import OVOClient` (a script's or a Django view's first line) must
+    not build the models' attrs classes or load the transport: they load with the
+    first client made."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ovo_async import OVOClient\n"
+        "heavy = ['attrs', 'cattrs', 'ovo_async.models', 'ovo_async._transport']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "OVOClient(api_key='k').close()\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    before, after = result.stdout.splitlines()
+    assert before == "[]"
+    assert "'ovo_async.models'" in after and "'ovo_async._transport'" in after

@@ -9,15 +9,16 @@ import os
 import ssl
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 
-from ovo_async._client import DEFAULT_TIMEOUT, NOT_GIVEN, AsyncOVOClient
-from ovo_async._retry import RetryPolicy
+from ovo_async._defaults import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, NOT_GIVEN
 from ovo_async._runtime import SyncCore
 from ovo_async._sync.sms import SMS
-from ovo_async._transport import DEFAULT_MAX_RESPONSE_BYTES
+
+if TYPE_CHECKING:
+    from ovo_async._retry import RetryPolicy
 
 __all__ = ["OVOClient"]
 
@@ -68,6 +69,8 @@ class OVOClient:
         max_segments: int | None = None,
         default_region: str | None = None,
     ) -> None:
+        from ovo_async._client import AsyncOVOClient
+
         try:
             self._core = SyncCore(AsyncOVOClient(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries, retry=retry, default_from=default_from, default_headers=default_headers, http_client=http_client, transport=transport, io_backend=io_backend, max_response_bytes=max_response_bytes, verify=verify, cert=cert, proxy=proxy, max_segments=max_segments, default_region=default_region))
         finally:

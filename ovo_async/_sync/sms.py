@@ -13,11 +13,11 @@ import httpx
 
 from ovo_async._runtime import BulkRun
 from ovo_async._validation import DEFAULT_BATCH_SIZE
-from ovo_async.models import BatchResult, Message, SentMessage, SMSRequest
 
 if TYPE_CHECKING:
     from ovo_async._pacer import RateLimiter
     from ovo_async._sync._client import OVOClient
+    from ovo_async.models import BatchResult, Message, SentMessage, SMSRequest
 
 __all__ = ["SMS"]
 
