@@ -61,6 +61,7 @@ from ._journal import (
     Journal,
     Occurrences,
     Taken,
+    accepted_fields,
     batch_digest,
     content_digest,
     error_from_json,
@@ -521,7 +522,7 @@ class _Engine:
                 continue
             state, outcome, _run = row
             if state == ACCEPTED and outcome is not None:
-                message_id, status, created_at = outcome.split("\t", 2)
+                message_id, status, created_at = accepted_fields(outcome)
                 sent = SentMessage(
                     message_id=message_id,
                     status=_serde.status(status),
@@ -825,10 +826,10 @@ def _settle(journal: Journal, row: int, outcomes: list[BulkOutcome]) -> None:
     journal.settle(row, _journal_entries(outcomes))
 
 
-def _journal_entries(outcomes: list[BulkOutcome]) -> list[tuple[str, str]]:
-    """(state, outcome) for the journal: `id TAB status TAB created_at` when accepted (the
+def _journal_entries(outcomes: list[BulkOutcome]) -> list[tuple[str, Any]]:
+    """(state, outcome) for the journal: [id, status, created_at] when accepted (the
     recipient and sender are the request's), an error as JSON otherwise."""
-    entries = []
+    entries: list[tuple[str, Any]] = []
     for outcome in outcomes:
         error = outcome.error
         if error is None:
@@ -837,7 +838,7 @@ def _journal_entries(outcomes: list[BulkOutcome]) -> list[tuple[str, str]]:
             # str.__str__: a status's plain text (formatting the enum costs 1 us).
             status = str.__str__(message.status)
             when = _iso(message.created_at)
-            entries.append((ACCEPTED, f"{message.message_id}\t{status}\t{when}"))
+            entries.append((ACCEPTED, [message.message_id, status, when]))
         else:
             state = UNKNOWN if error.may_have_been_sent else FAILED
             entries.append((state, error_to_json(error)))

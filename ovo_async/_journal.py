@@ -32,6 +32,7 @@ __all__ = [
     "Journal",
     "Occurrences",
     "Taken",
+    "accepted_fields",
     "content_digest",
     "error_from_json",
     "error_to_json",
@@ -114,9 +115,9 @@ def _journal_errors(method: Any) -> Any:
     return wrapper
 
 
-#: (state, outcome) of one message: outcome is `id TAB status TAB created_at` when
-#: accepted, an error as JSON otherwise.
-Entry = tuple[str, str]
+#: (state, outcome) of one message: outcome is [id, status, created_at] when accepted,
+#: an error as JSON otherwise.
+Entry = tuple[str, Any]
 
 
 class Journal:
@@ -319,15 +320,36 @@ class Journal:
         return counts
 
 
-def _expand(stored: Any) -> list[Entry]:
-    """What `settle` or `settle_accepted` stored, as one (state, outcome) per member."""
+def _expand(stored: Any) -> list[tuple[str, str]]:
+    """What `settle` or `settle_accepted` stored, as one (state, outcome text) per
+    member: an accepted one's outcome is the JSON of [id, status, created_at]."""
     if isinstance(stored, dict):
         at = stored["at"]
         return [
-            (ACCEPTED, f"{message_id}\t{status}\t{at}")
+            (ACCEPTED, _json.dumps_text([message_id, status, at]))
             for message_id, status in zip(stored["ids"], stored["statuses"], strict=True)
         ]
-    return [(state, outcome) for state, outcome in stored]
+    return [
+        (state, outcome if isinstance(outcome, str) else _json.dumps_text(outcome))
+        for state, outcome in stored
+    ]
+
+
+def accepted_fields(outcome: str) -> tuple[str, str, str]:
+    """(message id, status, created_at) from an accepted message's stored outcome."""
+    if outcome.startswith("["):
+        try:
+            fields = _json.loads(outcome)
+        except ValueError:
+            fields = None
+        if isinstance(fields, list) and len(fields) == 3:
+            message_id, status, created_at = fields
+            if isinstance(message_id, str) and isinstance(status, str):
+                return message_id, status, str(created_at)
+    # Journals written before the JSON form: fields joined by tabs (the time has none).
+    rest, created_at = outcome.rsplit("\t", 1)
+    message_id, _, status = rest.rpartition("\t")
+    return message_id, status, created_at
 
 
 class Taken:

@@ -77,5 +77,10 @@ def _choose() -> None:
 
 
 def dumps_text(value: Any) -> str:
-    """`dumps` as text (the journal's columns)."""
-    return dumps(value).decode()
+    """`dumps` as text (the journal's columns). Text that UTF-8 cannot carry (a lone
+    surrogate, which a server's JSON may hold as `\\ud800`) is written escaped, so it
+    reads back as it was."""
+    try:
+        return dumps(value).decode()
+    except (TypeError, ValueError):
+        return json.dumps(value, separators=(",", ":"))

@@ -457,3 +457,72 @@ def test_colliding_new_messages_stay_out_of_the_exact_count(
         assert again == [content_digest(r) + ".1" for r in requests[:3]]
     finally:
         journal.close()
+
+
+@pytest.mark.parametrize(
+    ("message_id", "status"),
+    [
+        ("sm\t1", "queued"),  # the journal once joined fields with tabs
+        ("sm2", "que\tued"),
+        ("sm\x003", "queued"),
+        ("sm\n4", "queued"),
+        ('["sm5"', "queued"),
+        ("sm\ud8006", "queued"),  # a lone surrogate: JSON may carry one as \ud800
+        ("sm7", "q\udfff"),
+    ],
+)
+async def test_odd_server_strings_survive_the_journal(
+    tmp_path: Path, message_id: str, status: str
+) -> None:
+    """Whatever text the server puts in an accepted answer is written to the journal
+    and replayed as it was: never a crash after the batch was sent, never a lost id."""
+    import httpx
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent = json.loads(request.content)["messages"]
+        entries = [
+            {"message_id": f"{message_id}-{i}", "status": status, "to": m["to"], "from": "OVO"}
+            for i, m in enumerate(sent)
+        ]
+        body = {
+            "batch_id": "b",
+            "total_messages": len(entries),
+            "successful": len(entries),
+            "failed": 0,
+            "messages": entries,
+            "created_at": "2025-05-17T12:34:56Z",
+        }
+        return httpx.Response(201, content=json.dumps(body).encode())
+
+    journal = tmp_path / "j.sqlite"
+    runs = []
+    for _ in range(2):
+        async with AsyncOVOClient(
+            api_key="k",
+            transport=httpx.MockTransport(answer),
+            default_from="OVO",
+            retry=RetryPolicy(max_retries=0),
+        ) as client:
+            runs.append(await run(client, numbered(3), journal=journal, batch_size=3))
+    first, again = (sorted(r, key=lambda o: o.index) for r in runs)
+    assert all(o.ok and not o.replayed for o in first)
+    assert all(o.ok and o.replayed for o in again)
+    for before, after in zip(first, again, strict=True):
+        assert after.message.message_id == before.message.message_id
+        assert str(after.message.status) == str(before.message.status) == status
+
+
+def test_stored_outcomes_read_back_in_every_form() -> None:
+    """Accepted outcomes are stored as a whole batch's lists, one entry each (a batch
+    with failures), or, in journals from before, fields joined by tabs."""
+    from ovo_async._journal import ACCEPTED, FAILED, _expand, accepted_fields
+
+    at = "2025-05-17T12:34:56+00:00"
+    odd = "sm\t\ud800\n"
+    whole = _expand({"at": at, "ids": [odd, "sm2"], "statuses": ["que\tued", "sent"]})
+    mixed = _expand([[ACCEPTED, [odd, "que\tued", at]], [FAILED, '{"class":"OVOError"}']])
+    assert [accepted_fields(o) for _, o in whole] == [(odd, "que\tued", at), ("sm2", "sent", at)]
+    assert accepted_fields(mixed[0][1]) == (odd, "que\tued", at)
+    assert mixed[1] == (FAILED, '{"class":"OVOError"}')
+    assert accepted_fields(f"sm_1\tqueued\t{at}") == ("sm_1", "queued", at)
+    assert accepted_fields(f"[sm_1\tqueued\t{at}") == ("[sm_1", "queued", at)
