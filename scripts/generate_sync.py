@@ -244,8 +244,7 @@ def generate_class(
                 build = f"self._core = SyncCore({class_name}({_call_args(fn)}))"
                 # The async client loads with the first client made, not with
                 # `from ovo_async import OVOClient` (its models build attrs classes).
-                module = "ovo_async." + TARGETS[0][0].removesuffix(".py").split("/", 1)[1]
-                lines.append(f"        from {module} import {class_name}")
+                lines.append(f"        from {_module_name(TARGETS[0][0])} import {class_name}")
                 lines.append("")
                 if any(a.arg == "api_key" for a in fn.args.kwonlyargs):
                     # Clear the plain key from this frame before any error leaves it:
@@ -323,8 +322,13 @@ def generate_class(
     return lines, resources
 
 
+def _module_name(source: str) -> str:
+    """`ovo_async/_client.py` -> `ovo_async._client`."""
+    return source.removesuffix(".py").replace("/", ".")
+
+
 def generate_module(source: str, class_name: str, path: str | None) -> str:
-    module = source.removesuffix(".py").replace("/", ".")
+    module = _module_name(source)
     tree = ast.parse((ROOT / source).read_text())
     class_lines, resources = generate_class(tree, class_name, path)
     body = "\n".join(class_lines).rstrip() + "\n"
