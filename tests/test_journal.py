@@ -459,6 +459,40 @@ def test_colliding_new_messages_stay_out_of_the_exact_count(
         journal.close()
 
 
+@pytest.mark.parametrize("slots", [2, 64, Taken.SLOTS])
+def test_identities_number_repeats_in_input_order_within_and_across_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slots: int
+) -> None:
+    """Equal messages are numbered 0, 1, 2... in the order they come, whether they share
+    a batch or not, and however crowded the table is."""
+    from ovo_async._journal import content_digest
+    from ovo_async.models import SMSRequest
+
+    monkeypatch.setattr(Taken, "SLOTS", slots)
+    # Batches of 7: new ones only (left pending), repeats of those within and across
+    # batches (some recorded, some pending), and new ones again.
+    texts = [*"abcdefg", *"ahaibjc", *"abcdefg", *"kalmnoa", *"aabbhhz"]
+    requests = [SMSRequest(to="+14155550123", message=t) for t in texts]
+    expected, seen = [], Counter[str]()
+    for request in requests:
+        digest = content_digest(request)
+        expected.append(f"{digest}.{seen[digest]}")
+        seen[digest] += 1
+    journal = Journal(tmp_path / "j.sqlite")
+    try:
+        taken = Taken(journal)
+        got = []
+        for start in range(0, len(requests), 7):  # batches that split the repeats
+            batch = taken.identities(requests[start : start + 7])
+            got += batch
+            if start % 2:  # some recorded by the journal, some still pending
+                journal.record(f"k{start}", "batch", "[]", batch)
+                taken.stored(batch)
+    finally:
+        journal.close()
+    assert got == expected
+
+
 @pytest.mark.parametrize(
     ("message_id", "status"),
     [
