@@ -63,12 +63,12 @@ from ._journal import (
     Taken,
     accepted_fields,
     batch_digest,
-    content_digest,
     error_from_json,
     error_to_json,
 )
 from ._pacer import Pacer, RateLimiter
 from ._requests import _from_plain_dict as from_plain_dict
+from ._requests import _from_plain_dicts as from_plain_dicts
 from ._requests import make_request
 from ._retry import RETRY_HOOKS
 from ._transport import check_timeout, new_idempotency_key
@@ -80,10 +80,14 @@ from .models import (
     SentMessage,
     SMSRequest,
     _new_bulk_outcome,
+    _new_bulk_outcomes,
     _new_sent_message,
+    _new_sent_messages,
 )
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from .resources.sms import AsyncSMS
 
 __all__ = [
@@ -489,10 +493,17 @@ class _Engine:
         # Plain dicts with a sender, and no per-client rule to apply: the fast path alone
         # (make_request would take it too, after a few checks that cannot apply here).
         plain = region is None and max_segments is None
+        # A chunk of plain dicts that all pass (the usual input) is checked list by list;
+        # anything else goes item by item, each with its own answer.
+        requests = from_plain_dicts(items, default_from) if plain else None
+        if requests is not None:
+            ready = list(
+                zip(range(start, start + len(items)), items, requests, itertools.repeat(None))
+            )
         append = ready.append
         # enumerate, not (index, item) pairs: no object per message to allocate (and for
         # the garbage collector to visit).
-        for index, item in enumerate(items, start):
+        for index, item in enumerate(items if requests is None else (), start):
             try:
                 request = from_plain_dict(item) if plain and type(item) is dict else None
                 if request is None or request.from_ is None:
@@ -548,19 +559,12 @@ class _Engine:
     def _identify(self, ready: list[_Member], outcomes: list[BulkOutcome]) -> list[_Member]:
         taken = self._taken
         if self.key is None:
-            if taken is not None:
-                identities = taken.identities([m[2] for m in ready])
-                return [
-                    (index, item, request, identity)
-                    for (index, item, request, _), identity in zip(ready, identities, strict=True)
-                ]
-            digests = [content_digest(request) for _, _, request, _ in ready]
-            numbers = self._occurrences.number(digests)
+            # With a journal, counted in flat memory; without, in a dict.
+            counter = self._occurrences if taken is None else taken
+            identities = counter.identities(list(map(_REQUEST, ready)))
             return [
-                (index, item, request, f"{digest}.{n}")
-                for (index, item, request, _), digest, n in zip(
-                    ready, digests, numbers, strict=True
-                )
+                (index, item, request, identity)
+                for (index, item, request, _), identity in zip(ready, identities, strict=True)
             ]
         identified: list[_Member] = []
         seen = self._keys_seen
@@ -628,7 +632,8 @@ class _Engine:
             return new_idempotency_key()
         if endpoint == "send":
             return f"{prefix}-{members[0][3]}"
-        return f"{prefix}-b{batch_digest(identity or '' for _, _, _, identity in members)}"
+        # With a prefix every member has its identity.
+        return f"{prefix}-b{batch_digest(map(_IDENTITY, members))}"
 
     async def _send(
         self,
@@ -689,9 +694,12 @@ class _Engine:
     def _batch_outcomes(
         self, members: list[_Member], parts: _serde.BatchParts, key: str
     ) -> list[BulkOutcome]:
-        outcomes = []
         result, entries = parts.head, parts.entries
         created_at, request_id = result.created_at, result.request_id
+        whole = self._accepted_whole(members, entries, created_at, request_id)
+        if whole is not None:
+            return whole
+        outcomes = []
         statuses, entry_of = _serde.STATUSES, _serde.batch_entry
         accepted = 0
         # Entries answer members in order; members past the last entry are handled after.
@@ -762,6 +770,52 @@ class _Engine:
             outcomes.append(self._outcome(index, request, None, unread))
         return outcomes
 
+    def _accepted_whole(
+        self,
+        members: list[_Member],
+        entries: list[Any],
+        created_at: datetime,
+        request_id: str | None,
+    ) -> list[BulkOutcome] | None:
+        """Outcomes for a batch whose every entry is a plain accepted one (the usual
+        answer), checked and built a list at a time; None for any other answer, which is
+        read entry by entry. The checks are that path's fast case's, list by list."""
+        n = len(members)
+        if len(entries) != n or set(map(type, entries)) != _JUST_DICT:
+            return None
+        if any(map(operator.contains, entries, itertools.repeat("error"))):
+            return None
+        try:
+            ids, statuses = list(map(_ENTRY_ID, entries)), list(map(_ENTRY_STATUS, entries))
+            tos, froms = list(map(_ENTRY_TO, entries)), list(map(_ENTRY_FROM, entries))
+        except KeyError:
+            return None
+        if set(map(type, itertools.chain(ids, statuses, tos, froms))) != _JUST_STR:
+            return None
+        if not _REFUSED_TEXT.isdisjoint(statuses):
+            return None
+        known = _serde.STATUSES.get
+        sent = _new_sent_messages(
+            n,
+            ids,
+            map(known, statuses, statuses),  # an unknown status stays a string
+            tos,
+            froms,
+            itertools.repeat(created_at, n),
+            itertools.repeat(request_id, n),
+            itertools.repeat(None, n),
+        )
+        outcomes = _new_bulk_outcomes(
+            n,
+            map(_INDEX, members),
+            map(_REQUEST, members),
+            sent,
+            itertools.repeat(None, n),
+            itertools.repeat(False, n),
+        )
+        self.progress.sent += n
+        return outcomes
+
     async def _recover(self, journal: Journal) -> None:
         """Resolve requests an earlier run left in flight, before any new input.
 
@@ -802,7 +856,15 @@ def _add(seen: set[str], identity: str) -> bool:
 
 
 #: A member's request, and its identity (set on every member once identities are in use).
-_REQUEST, _IDENTITY = operator.itemgetter(2), operator.itemgetter(3)
+_INDEX, _REQUEST, _IDENTITY = (operator.itemgetter(i) for i in (0, 2, 3))
+#: A batch answer's entry's fields, and what they must be for its fast path.
+_ENTRY_ID, _ENTRY_STATUS = operator.itemgetter("message_id"), operator.itemgetter("status")
+_ENTRY_TO, _ENTRY_FROM = operator.itemgetter("to"), operator.itemgetter("from")
+_JUST_DICT, _JUST_STR = {dict}, {str}
+_REFUSED_TEXT = frozenset(status.value for status in _REFUSED)
+_MESSAGE = operator.attrgetter("message")
+_CREATED_AT, _MESSAGE_ID = operator.attrgetter("created_at"), operator.attrgetter("message_id")
+_STATUS = operator.attrgetter("status")
 #: What the journal records of a request, per message, to send it again.
 _FIELDS = operator.attrgetter("to", "from_", "message", "callback_url")
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Mapping
 from typing import Any
 
 from . import _validation as v
 from ._errors import ValidationError
 from ._phone import normalize_number
-from .models import SMSRequest, _new_request
+from .models import SMSRequest, _new_request, _new_requests
 
 _KEYS = frozenset({"to", "from", "from_", "message", "callback_url"})
 
@@ -117,6 +119,41 @@ def _from_plain_dict(item: dict[Any, Any]) -> SMSRequest | None:
     return _new_request(to, message, from_, None)
 
 
+def _from_plain_dicts(items: list[Any], default_from: str | None) -> list[SMSRequest] | None:
+    """`_from_plain_dict` for a whole chunk, in whole-list steps (a tenth of the
+    interpreted work per message); None unless every item is a plain dict that passes it
+    with a sender (its own or `default_from`), so that the item-by-item path gives each
+    input its own answer."""
+    n = len(items)
+    if set(map(type, items)) != _JUST_DICT:
+        return None
+    sizes = set(map(len, items))
+    try:
+        tos, messages = list(map(_TO, items)), list(map(_MESSAGE, items))
+        if sizes == _THREE:
+            froms: Any = list(map(_FROM, items))
+            texts = itertools.chain(tos, messages, froms)
+        elif sizes == _TWO and default_from is not None:
+            froms = itertools.repeat(default_from, n)  # checked when the client was made
+            texts = itertools.chain(tos, messages)
+        else:
+            return None
+    except KeyError:  # other keys than these: the item-by-item path names them
+        return None
+    if set(map(type, texts)) - _JUST_STR or not all(map(_E164, tos)):
+        return None
+    # The rules of `_from_plain_dict` for ASCII text: not blank, no NUL.
+    if not (all(map(str.isascii, messages)) and all(map(str.strip, messages))):
+        return None
+    if any(map(operator.contains, messages, itertools.repeat("\x00"))):
+        return None
+    if type(froms) is list and not _GOOD_SENDERS.issuperset(froms):
+        return None
+    return _new_requests(n, tos, messages, froms, itertools.repeat(None, n))
+
+
+_TO, _MESSAGE, _FROM = (operator.itemgetter(key) for key in ("to", "message", "from"))
+_JUST_DICT, _JUST_STR, _TWO, _THREE = {dict}, {str}, {2}, {3}
 _E164 = v.E164.fullmatch
 _BAD_TEXT = v._SURROGATE_OR_NUL.search
 

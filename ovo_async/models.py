@@ -6,8 +6,10 @@ field `from`. Statuses the SDK does not know are kept as plain strings.
 
 from __future__ import annotations
 
+import collections
 import enum
-from collections.abc import Callable, Mapping
+import itertools
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -209,6 +211,22 @@ def _trusted(cls: type[T]) -> Callable[..., T]:
     return build
 
 
+def _trusted_many(cls: type[T]) -> Callable[..., list[T]]:
+    """`_trusted` for many at once: `build(n, column, ...)` with a column of `n` values
+    per field, in order. Each slot is set from C, a column at a time: no interpreted
+    step per object, about half the cost of `_trusted` per object."""
+    setters = [cls.__dict__[field.name].__set__ for field in attrs.fields(cast(Any, cls))]
+    new = object.__new__
+
+    def build(n: int, *columns: Iterable[Any]) -> list[T]:
+        objs: list[T] = list(map(new, itertools.repeat(cls, n)))
+        for setter, column in zip(setters, columns, strict=True):
+            collections.deque(map(setter, objs, column), maxlen=0)  # run it, keep nothing
+        return objs
+
+    return build
+
+
 _new_request = _trusted(SMSRequest)
 #: (message_id, status, to, from_, created_at, request_id, headers)
 _new_sent_message = _trusted(SentMessage)
@@ -216,3 +234,6 @@ _new_sent_message = _trusted(SentMessage)
 _new_batch_message = _trusted(BatchMessage)
 #: (index, request, message, error, replayed)
 _new_bulk_outcome = _trusted(BulkOutcome)
+_new_requests = _trusted_many(SMSRequest)
+_new_sent_messages = _trusted_many(SentMessage)
+_new_bulk_outcomes = _trusted_many(BulkOutcome)

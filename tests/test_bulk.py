@@ -20,6 +20,7 @@ from ovo_async import (
     BulkOutcome,
     InternalServerError,
     MessageRejectedError,
+    MessageStatus,
     OVOClient,
     RetryPolicy,
     SMSRequest,
@@ -354,6 +355,51 @@ async def test_each_odd_batch_entry_costs_only_itself(respx_mock: respx.MockRout
     for i in (6, 7):  # the server said no for this one
         error = by_index[i].error
         assert isinstance(error, MessageRejectedError) and not error.may_have_been_sent, i
+
+
+PLAIN = {"status": "queued", "to": "+14155550001", "from": "OVO"}
+
+
+@pytest.mark.parametrize(
+    ("odd", "expect"),
+    [
+        ({"message_id": "sm_x", "status": "queued", "to": "+14155550001"}, "unread"),
+        ({**PLAIN, "message_id": 5}, "unread"),
+        ({**PLAIN, "message_id": "sm_x", "from": None}, "unread"),
+        ({**PLAIN, "message_id": "sm_x", "status": "undelivered"}, "refused"),
+        ({**PLAIN, "message_id": "sm_x", "status": "warp"}, "warp"),
+        ({**PLAIN, "message_id": "sm_x", "status": "sent"}, MessageStatus.SENT),
+    ],
+)
+@respx.mock(base_url="https://api.ovocommunications.com/v1")
+async def test_one_odd_entry_in_an_otherwise_plain_batch_answer(
+    respx_mock: respx.MockRouter, odd: dict[str, Any], expect: Any
+) -> None:
+    """A batch answered with plain accepted entries is read list by list; one entry
+    that is not plain sends the whole answer the entry-by-entry way, and costs only
+    itself."""
+    result = batch_json(4)
+    result["messages"][2] = odd
+    respx_mock.post("/sms/batch").respond(201, json=result, headers={"X-Request-Id": "rq"})
+    async with AsyncOVOClient(api_key=API_KEY) as client:
+        run_ = client.sms.send_many(numbers(4), batch_size=4)
+        by_index = {o.index: o async for o in run_}
+    assert sorted(by_index) == [0, 1, 2, 3]
+    for i in (0, 1, 3):
+        message = by_index[i].message
+        assert message is not None and message.message_id == f"sm_{i}"
+        assert message.status is MessageStatus.QUEUED and message.request_id == "rq"
+        assert message.created_at.year == 2025 and message.to == "+14155550123"
+    error = by_index[2].error
+    if expect == "unread":
+        assert isinstance(error, APIResponseValidationError) and error.may_have_been_sent
+    elif expect == "refused":
+        assert isinstance(error, MessageRejectedError) and not error.may_have_been_sent
+    else:
+        message = by_index[2].message
+        assert message is not None and message.status == expect
+        assert type(message.status) is type(expect)
+    assert run_.progress.sent == (3 if error else 4)
 
 
 @respx.mock(base_url="https://api.ovocommunications.com/v1")

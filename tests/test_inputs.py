@@ -197,3 +197,67 @@ def test_the_plain_dict_fast_path_agrees_with_sms_request(
         lambda: SMSRequest(to=to, message=message, from_=from_ if from_ is not None else "OVO")
     )
     assert fast == slow
+
+
+_ODD_ITEMS: list[Any] = [
+    {"to": "+14155550123", "message": "Hi", "from": None},
+    {"to": "+14155550123", "message": "Hi", "from_": "OVO"},
+    {"to": "+14155550123", "message": 5, "from": "OVO"},
+    {"to": "+14155550123", "body": "Hi", "from": "OVO"},
+    {"to": "+14155550123", "message": "Hi", "from": "OVO", "x": 1},
+    {"to": "+14155550123", "message": "caf\u00e9", "from": "OVO"},
+    {"to": "+14155550123", "message": "a\x00b", "from": "OVO"},
+    {"to": "+14155550123", "message": " \t", "from": "OVO"},
+    {"to": "+14155550123", "message": "a\ud800", "from": "OVO"},
+    {"to": "+14155550123", "message": "Hi", "from": "Shop 1"},
+    {"to": "+14155550123", "message": "Hi", "from": "ABCDEFGHIJKL"},
+    {"to": "+1", "message": "Hi", "from": "OVO"},
+    {"to": "+14155550123", "message": "Hi"},
+    ["+14155550123", "Hi"],
+    None,
+]
+_GOOD_ITEM = {"to": "+14155550123", "message": "Hi", "from": "OVO"}
+
+_items = st.one_of(
+    st.fixed_dictionaries({"to": _texts, "message": _texts}),
+    st.fixed_dictionaries({"to": _texts, "message": _texts, "from": _texts}),
+    st.just(_GOOD_ITEM),
+    st.sampled_from(_ODD_ITEMS),
+)
+
+
+def _agrees(items: list[Any], default_from: str | None) -> None:
+    from ovo_async._requests import _from_plain_dicts
+
+    make_request(_GOOD_ITEM, default_from=None)  # its sender is known good from now on
+    whole = _from_plain_dicts(items, default_from)
+    if whole is not None:
+        assert whole == [make_request(item, default_from=default_from) for item in items]
+
+
+@given(items=st.lists(_items, min_size=1, max_size=6), default_from=st.sampled_from([None, "OVO"]))
+def test_a_chunk_is_taken_whole_only_when_each_item_passes_alone(
+    items: list[Any], default_from: str | None
+) -> None:
+    """Bulk input's list-by-list check of a chunk gives the requests the item-by-item
+    path would, or declines the chunk (then each item gets its own answer)."""
+    _agrees(items, default_from)
+
+
+@pytest.mark.parametrize("odd", _ODD_ITEMS)
+@pytest.mark.parametrize("default_from", [None, "OVO"])
+def test_one_odd_item_among_plain_ones(odd: Any, default_from: str | None) -> None:
+    _agrees([_GOOD_ITEM, odd, _GOOD_ITEM], default_from)
+
+
+def test_a_plain_chunk_is_taken_whole() -> None:
+    from ovo_async._requests import _from_plain_dicts
+
+    items: list[Any] = [
+        {"to": f"+1415555{i:04d}", "message": f"Hi {i}", "from": "OVO"} for i in range(5)
+    ]
+    make_request(items[0], default_from=None)  # the sender is known good from now on
+    assert _from_plain_dicts(items, None) == [make_request(i, default_from=None) for i in items]
+    short = [{"to": i["to"], "message": i["message"]} for i in items]
+    assert _from_plain_dicts(short, "OVO") == [make_request(i, default_from="OVO") for i in short]
+    assert _from_plain_dicts(short, None) is None  # no sender: each item says so

@@ -493,6 +493,24 @@ def test_identities_number_repeats_in_input_order_within_and_across_batches(
     assert got == expected
 
 
+def test_runs_without_a_journal_number_repeats_the_same_way() -> None:
+    from ovo_async._journal import Occurrences, content_digest
+    from ovo_async.models import SMSRequest
+
+    texts = [*"abcdefg", *"ahaibjc", *"abcdefg", *"kalmnoa", *"aabbhhz"]
+    requests = [SMSRequest(to="+14155550123", message=t) for t in texts]
+    expected, seen = [], Counter[str]()
+    for request in requests:
+        digest = content_digest(request)
+        expected.append(f"{digest}.{seen[digest]}")
+        seen[digest] += 1
+    occurrences = Occurrences()
+    got = []
+    for start in range(0, len(requests), 7):
+        got += occurrences.identities(requests[start : start + 7])
+    assert got == expected
+
+
 @pytest.mark.parametrize(
     ("message_id", "status"),
     [
