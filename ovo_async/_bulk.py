@@ -724,7 +724,7 @@ class _Engine:
                         sent = _new_sent_message(
                             message_id, status, to, from_, created_at, request_id, None
                         )
-                        outcomes.append(_new_bulk_outcome(index, request, sent, None, False))
+                        outcomes.append(_new_bulk_outcome(index, request, sent, None, False, True))
                         accepted += 1
                         continue
             entry = entry_of(data)
@@ -746,7 +746,7 @@ class _Engine:
                     request_id,
                     None,
                 )
-                outcomes.append(_new_bulk_outcome(index, request, sent, None, False))
+                outcomes.append(_new_bulk_outcome(index, request, sent, None, False, True))
                 accepted += 1
             else:
                 detail = entry.error
@@ -812,6 +812,7 @@ class _Engine:
             sent,
             itertools.repeat(None, n),
             itertools.repeat(False, n),
+            itertools.repeat(True, n),
         )
         self.progress.sent += n
         return outcomes

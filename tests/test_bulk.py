@@ -419,3 +419,23 @@ async def test_a_batch_answer_with_too_few_entries_leaves_the_rest_unknown(
             assert isinstance(error, APIResponseValidationError) and error.may_have_been_sent
             assert "returned 3 results for 5 messages" in str(error)
             assert error.idempotency_key
+
+
+def test_an_outcome_s_ok_follows_its_error_however_it_is_made() -> None:
+    """`ok` is stored, not computed on each read: it must still agree with `error` for
+    outcomes made by hand, changed with `attrs.evolve`, or sent through pickle."""
+    import pickle
+
+    import attrs
+
+    request = SMSRequest(to="+14155550123", message="Hi", from_="OVO")
+    error = MessageRejectedError("no", code="x", param=None, status="rejected", batch_id="b1")
+    good = BulkOutcome(index=0, request=request)
+    bad = BulkOutcome(index=1, request=request, error=error)
+    assert good.ok and not bad.ok
+    assert not attrs.evolve(good, error=error).ok and attrs.evolve(bad, error=None).ok
+    assert pickle.loads(pickle.dumps(bad)).ok is False
+    assert pickle.loads(pickle.dumps(good)).ok is True
+    assert "ok" not in repr(good) and good == attrs.evolve(bad, error=None, index=0)
+    with pytest.raises(TypeError):
+        BulkOutcome(index=0, request=request, ok=False)  # type: ignore[call-arg]
