@@ -459,18 +459,12 @@ def test_colliding_new_messages_stay_out_of_the_exact_count(
         journal.close()
 
 
-@pytest.mark.parametrize("slots", [2, 64, Taken.SLOTS])
-def test_identities_number_repeats_in_input_order_within_and_across_batches(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slots: int
-) -> None:
-    """Equal messages are numbered 0, 1, 2... in the order they come, whether they share
-    a batch or not, and however crowded the table is."""
+def _repeats_in_batches_of_7() -> tuple[list[Any], list[str]]:
+    """Messages that, in batches of 7, are new ones only, repeats of those within and
+    across batches, and new ones again; and their identities counted plainly."""
     from ovo_async._journal import content_digest
     from ovo_async.models import SMSRequest
 
-    monkeypatch.setattr(Taken, "SLOTS", slots)
-    # Batches of 7: new ones only (left pending), repeats of those within and across
-    # batches (some recorded, some pending), and new ones again.
     texts = [*"abcdefg", *"ahaibjc", *"abcdefg", *"kalmnoa", *"aabbhhz"]
     requests = [SMSRequest(to="+14155550123", message=t) for t in texts]
     expected, seen = [], Counter[str]()
@@ -478,6 +472,17 @@ def test_identities_number_repeats_in_input_order_within_and_across_batches(
         digest = content_digest(request)
         expected.append(f"{digest}.{seen[digest]}")
         seen[digest] += 1
+    return requests, expected
+
+
+@pytest.mark.parametrize("slots", [2, 64, Taken.SLOTS])
+def test_identities_number_repeats_in_input_order_within_and_across_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slots: int
+) -> None:
+    """Equal messages are numbered 0, 1, 2... in the order they come, whether they share
+    a batch or not, and however crowded the table is."""
+    monkeypatch.setattr(Taken, "SLOTS", slots)
+    requests, expected = _repeats_in_batches_of_7()
     journal = Journal(tmp_path / "j.sqlite")
     try:
         taken = Taken(journal)
@@ -494,16 +499,9 @@ def test_identities_number_repeats_in_input_order_within_and_across_batches(
 
 
 def test_runs_without_a_journal_number_repeats_the_same_way() -> None:
-    from ovo_async._journal import Occurrences, content_digest
-    from ovo_async.models import SMSRequest
+    from ovo_async._journal import Occurrences
 
-    texts = [*"abcdefg", *"ahaibjc", *"abcdefg", *"kalmnoa", *"aabbhhz"]
-    requests = [SMSRequest(to="+14155550123", message=t) for t in texts]
-    expected, seen = [], Counter[str]()
-    for request in requests:
-        digest = content_digest(request)
-        expected.append(f"{digest}.{seen[digest]}")
-        seen[digest] += 1
+    requests, expected = _repeats_in_batches_of_7()
     occurrences = Occurrences()
     got = []
     for start in range(0, len(requests), 7):
