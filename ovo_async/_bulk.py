@@ -661,7 +661,9 @@ class _Engine:
         else:
             key = self._request_key(members, endpoint)
             if journal is not None:
-                rows = list(map(_FIELDS, requests))
+                # What the journal keeps to send the request again. A comprehension: the
+                # interpreter reads slots faster than attrgetter does.
+                rows = [(r.to, r.from_, r.message, r.callback_url) for r in requests]
                 identities = list(map(_IDENTITY, members))
                 row = journal.record(key, endpoint, _json.dumps_text(rows), identities)
                 if self._taken is not None:
@@ -863,11 +865,6 @@ _ENTRY_ID, _ENTRY_STATUS = operator.itemgetter("message_id"), operator.itemgette
 _ENTRY_TO, _ENTRY_FROM = operator.itemgetter("to"), operator.itemgetter("from")
 _JUST_DICT, _JUST_STR = {dict}, {str}
 _REFUSED_TEXT = frozenset(status.value for status in _REFUSED)
-_MESSAGE = operator.attrgetter("message")
-_CREATED_AT, _MESSAGE_ID = operator.attrgetter("created_at"), operator.attrgetter("message_id")
-_STATUS = operator.attrgetter("status")
-#: What the journal records of a request, per message, to send it again.
-_FIELDS = operator.attrgetter("to", "from_", "message", "callback_url")
 
 
 def _settle(journal: Journal, row: int, outcomes: list[BulkOutcome]) -> None:
