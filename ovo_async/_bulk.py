@@ -67,9 +67,9 @@ from ._journal import (
     error_to_json,
 )
 from ._pacer import Pacer, RateLimiter
+from ._requests import _JUST_DICT, _JUST_STR, make_request
 from ._requests import _from_plain_dict as from_plain_dict
 from ._requests import _from_plain_dicts as from_plain_dicts
-from ._requests import make_request
 from ._retry import RETRY_HOOKS
 from ._transport import check_timeout, new_idempotency_key
 from ._validation import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
@@ -486,8 +486,6 @@ class _Engine:
 
     def _prepare(self, start: int, items: list[Any]) -> tuple[list[BulkOutcome], list[_Member]]:
         """Validate, identify and (with a journal) replay; what is left is to be sent."""
-        outcomes: list[BulkOutcome] = []
-        ready: list[_Member] = []
         sms = self._sms
         default_from, max_segments, region = sms._default_from, sms._max_segments, sms._region
         # Plain dicts with a sender, and no per-client rule to apply: the fast path alone
@@ -497,22 +495,12 @@ class _Engine:
         # anything else goes item by item, each with its own answer.
         requests = from_plain_dicts(items, default_from) if plain else None
         if requests is not None:
-            ready = list(
+            outcomes: list[BulkOutcome] = []
+            ready: list[_Member] = list(
                 zip(range(start, start + len(items)), items, requests, itertools.repeat(None))
             )
-        append = ready.append
-        # enumerate, not (index, item) pairs: no object per message to allocate (and for
-        # the garbage collector to visit).
-        for index, item in enumerate(items if requests is None else (), start):
-            try:
-                request = from_plain_dict(item) if plain and type(item) is dict else None
-                if request is None or request.from_ is None:
-                    request = make_request(
-                        item, default_from=default_from, max_segments=max_segments, region=region
-                    )
-                append((index, item, request, None))
-            except ValidationError as exc:
-                outcomes.append(self._outcome(index, item, None, exc))
+        else:
+            outcomes, ready = self._prepare_each(start, items, default_from, plain)
         if not ready or not self.identify:
             return outcomes, ready
         identified = self._identify(ready, outcomes)
@@ -555,6 +543,29 @@ class _Engine:
             journal.claim(claimed)
             claims.stored(claimed)
         return outcomes, to_send
+
+    def _prepare_each(
+        self, start: int, items: list[Any], default_from: str | None, plain: bool
+    ) -> tuple[list[BulkOutcome], list[_Member]]:
+        """Validate item by item: each input gets its own request or its own error."""
+        sms = self._sms
+        max_segments, region = sms._max_segments, sms._region
+        outcomes: list[BulkOutcome] = []
+        ready: list[_Member] = []
+        append = ready.append
+        # enumerate, not (index, item) pairs: no object per message to allocate (and for
+        # the garbage collector to visit).
+        for index, item in enumerate(items, start):
+            try:
+                request = from_plain_dict(item) if plain and type(item) is dict else None
+                if request is None or request.from_ is None:
+                    request = make_request(
+                        item, default_from=default_from, max_segments=max_segments, region=region
+                    )
+                append((index, item, request, None))
+            except ValidationError as exc:
+                outcomes.append(self._outcome(index, item, None, exc))
+        return outcomes, ready
 
     def _identify(self, ready: list[_Member], outcomes: list[BulkOutcome]) -> list[_Member]:
         taken = self._taken
@@ -863,7 +874,6 @@ _INDEX, _REQUEST, _IDENTITY = (operator.itemgetter(i) for i in (0, 2, 3))
 #: A batch answer's entry's fields, and what they must be for its fast path.
 _ENTRY_ID, _ENTRY_STATUS = operator.itemgetter("message_id"), operator.itemgetter("status")
 _ENTRY_TO, _ENTRY_FROM = operator.itemgetter("to"), operator.itemgetter("from")
-_JUST_DICT, _JUST_STR = {dict}, {str}
 _REFUSED_TEXT = frozenset(status.value for status in _REFUSED)
 
 

@@ -120,10 +120,10 @@ def _from_plain_dict(item: dict[Any, Any]) -> SMSRequest | None:
 
 
 def _from_plain_dicts(items: list[Any], default_from: str | None) -> list[SMSRequest] | None:
-    """`_from_plain_dict` for a whole chunk, in whole-list steps (a tenth of the
-    interpreted work per message); None unless every item is a plain dict that passes it
-    with a sender (its own or `default_from`), so that the item-by-item path gives each
-    input its own answer."""
+    """`_from_plain_dict` for a whole chunk, in whole-list steps (no interpreted step
+    per item); None unless every item is a plain dict that passes it with a sender (its
+    own or `default_from`), so that the item-by-item path gives each input its own
+    answer."""
     n = len(items)
     if set(map(type, items)) != _JUST_DICT:
         return None
@@ -153,7 +153,9 @@ def _from_plain_dicts(items: list[Any], default_from: str | None) -> list[SMSReq
 
 
 _TO, _MESSAGE, _FROM = (operator.itemgetter(key) for key in ("to", "message", "from"))
-_JUST_DICT, _JUST_STR, _TWO, _THREE = {dict}, {str}, {2}, {3}
+#: What every item (or every field) of a list must be for a list-at-a-time path.
+_JUST_DICT, _JUST_STR = {dict}, {str}
+_TWO, _THREE = {2}, {3}
 _E164 = v.E164.fullmatch
 _BAD_TEXT = v._SURROGATE_OR_NUL.search
 

@@ -217,7 +217,7 @@ def _trusted(cls: type[T]) -> Callable[..., T]:
 def _trusted_many(cls: type[T]) -> Callable[..., list[T]]:
     """`_trusted` for many at once: `build(n, column, ...)` with a column of `n` values
     per field, in order. Each slot is set from C, a column at a time: no interpreted
-    step per object, about half the cost of `_trusted` per object."""
+    step per object, about 40 % less per object than `_trusted`."""
     setters = [cls.__dict__[field.name].__set__ for field in attrs.fields(cast(Any, cls))]
     new = object.__new__
 
