@@ -379,76 +379,114 @@ class Taken:
     """The identities this run has taken (being sent, sent, or replayed), exactly, in
     memory that does not grow with the run.
 
-    A fixed table of 16-bit fingerprints answers "new" for nearly every message; only
-    its "maybe" (a repeat, or about one false alarm in a run of a million messages) asks
-    the journal, and digests found repeated are then counted in a dict. Identities are
-    pending from the moment they are taken until the journal has them (recorded or
-    claimed).
+    The first `EXACT` digests are kept in a set: exact, and whole-list steps per batch.
+    Past that, they move to tables of 16-bit fingerprints, each filled to half its
+    slots before the next is added (4 MiB per million messages): these answer "new" for
+    nearly every message, and only their "maybe" (a repeat, or about one false alarm in
+    a million messages) asks the journal. Digests found repeated are then counted in a
+    dict. Identities are pending from the moment they are taken until the journal has
+    them (recorded or claimed).
     """
 
-    #: Fingerprint slots (16 MiB): linear probing stays short up to a few million
-    #: messages; past that, chains longer than `PROBES` answer "maybe" (slower, exact).
-    SLOTS = 1 << 23
+    #: Digests kept exactly (about 2.5 MiB at most): a run this long allocates no table,
+    #: which costs as much as sending a few thousand messages.
+    EXACT = 1 << 15
+    #: Fingerprint slots per table (4 MiB). Open addressing, not a Bloom filter: one
+    #: probe instead of three, and half the interpreted steps per message.
+    SLOTS = 1 << 21
+    #: Longest probe: past it a table answers "maybe" (slower, still exact).
     PROBES = 32
 
     def __init__(self, journal: Journal) -> None:
         self._journal = journal
-        # Open addressing over fingerprints, not a Bloom filter: one probe instead of
-        # three, and half the interpreted steps per message.
-        self._table = memoryview(bytearray(2 * self.SLOTS)).cast("H")
+        self._exact: set[bytes] | None = set() if self.EXACT > 0 else None
+        #: Full tables (looked up only), then the one being filled.
+        self._tables: list[memoryview] = []
+        self._filled = 0
+        if self._exact is None:
+            self._add_table()
         self._repeats: dict[str, int] = {}
         self.pending: set[str] = set()
 
+    def _add_table(self) -> None:
+        self._tables.append(memoryview(bytearray(2 * self.SLOTS)).cast("H"))
+        self._filled = 0
+
     def _maybe_seen(self, slot: int, fingerprint: int) -> bool:
-        """Add a fingerprint at its slot (or the next free one); whether it may have been
-        there already."""
-        table = self._table
-        mask = len(table) - 1
-        slot &= mask
+        """Add a fingerprint at its slot (or the next free one) of the table being
+        filled; whether it may have been in any table already."""
         fingerprint = fingerprint & 0xFFFF or 1  # 0 marks an empty slot
-        for _ in range(self.PROBES):
-            found = table[slot]
-            if not found:
-                table[slot] = fingerprint
-                return False
-            if found == fingerprint:
+        *full, filling = self._tables
+        for table in full:
+            if _probe(table, slot, fingerprint, add=False):
                 return True
-            slot = (slot + 1) & mask
-        return True  # crowded: let the journal answer
+        return _probe(filling, slot, fingerprint, add=True)
+
+    def _add_raw(self, raws: list[bytes]) -> list[int]:
+        """Take these digests; the positions of those that may have been taken before
+        (in this list too)."""
+        exact = self._exact
+        suspects: list[int] = []
+        if exact is not None:
+            if len(fresh := set(raws)) == len(raws) and exact.isdisjoint(fresh):
+                exact |= fresh  # all new (the usual case): whole-set steps
+            else:
+                for position, raw in enumerate(raws):
+                    if raw in exact:
+                        suspects.append(position)
+                    else:
+                        exact.add(raw)
+            if len(exact) > self.EXACT:
+                # Into tables, in flat memory from now on; all distinct, so any "maybe"
+                # here is a false alarm, which a lookup would have raised just the same.
+                self._exact = None
+                self._add_table()
+                digests = iter(exact)  # in slices: no list as long as the set on top of it
+                while chunk := list(itertools.islice(digests, 4096)):
+                    self._add_raw(chunk)
+            return suspects
+        # A digest is 12 bytes: three native words; the slot comes from the first, the
+        # fingerprint from the second, read for the whole list in one cast.
+        words = memoryview(b"".join(raws)).cast("I")
+        slots, fingerprints = words[0::3].tolist(), words[1::3].tolist()
+        if len(self._tables) == 1:
+            table = self._tables[0]
+            mask = len(table) - 1
+            maybe_seen = self._maybe_seen
+            for position, slot, fingerprint in zip(itertools.count(), slots, fingerprints):
+                if not table[slot & mask]:
+                    table[slot & mask] = fingerprint & 0xFFFF or 1
+                elif maybe_seen(slot, fingerprint):
+                    suspects.append(position)
+        else:
+            suspects = [
+                position
+                for position, slot, fingerprint in zip(itertools.count(), slots, fingerprints)
+                if self._maybe_seen(slot, fingerprint)
+            ]
+        # What went in (a "maybe" adds nothing); past half full, the next table.
+        self._filled += len(raws) - len(suspects)
+        if self._filled > self.SLOTS // 2:
+            self._add_table()
+        return suspects
 
     def identities(self, requests: list[SMSRequest]) -> list[str]:
         """Each message's identity, `content_digest.n`, n counting equal messages taken
         earlier in this run; they are pending from now on."""
-        # This runs once per message, so the work goes in whole-list steps where it can:
-        # digests, then the table's slots and fingerprints read from them in one cast.
+        # This runs once per message, so the work goes in whole-list steps where it can.
         raws = raw_digests(requests)
-        digests = list(map(bytes.hex, raws))
-        # A digest is 12 bytes: three native words; the slot comes from the first, the
-        # fingerprint from the second (the same split `take` makes).
-        words = memoryview(b"".join(raws)).cast("I")
-        table = self._table
-        mask = len(table) - 1
-        maybe_seen = self._maybe_seen
-        suspects: list[int] = []
-        for position, slot, fingerprint in zip(
-            itertools.count(), words[0::3].tolist(), words[1::3].tolist()
-        ):
-            slot &= mask
-            if not table[slot]:
-                table[slot] = fingerprint & 0xFFFF or 1
-            elif maybe_seen(slot, fingerprint):
-                suspects.append(position)
-        out = [digest + ".0" for digest in digests]
+        out = [digest + ".0" for digest in map(bytes.hex, raws)]
+        suspects = self._add_raw(raws)
         if not suspects:
             self.pending.update(out)
             return out
-        # Repeats, and the table's rare false alarms: numbered exactly, in input order,
+        # Repeats, and the tables' rare false alarms: numbered exactly, in input order,
         # after every new one is pending.
         suspected = set(suspects)
         self.pending.update(out[i] for i in range(len(out)) if i not in suspected)
         repeats = self._repeats
         for position in suspects:
-            digest = digests[position]
+            digest = out[position][:-2]
             n = repeats.get(digest)
             if n is None:
                 n = self._first_free(digest)
@@ -458,8 +496,8 @@ class Taken:
         return out
 
     def _first_free(self, digest: str) -> int:
-        """The table says "maybe": the exact occurrence number, from the journal and
-        what is pending."""
+        """A repeat, or a table's "maybe": the exact occurrence number, from the
+        journal and what is pending."""
         taken = self._journal.taken_in_run(digest + ".", exact=False)
         taken.update(i for i in self.pending if i.startswith(digest + "."))
         n = 0
@@ -469,11 +507,10 @@ class Taken:
 
     def take(self, identity: str) -> bool:
         """Take a caller's key; False if this run already took it."""
-        words = memoryview(hashlib.blake2b(identity.encode(), digest_size=12).digest())
-        slot, fingerprint = words.cast("I")[:2].tolist()
-        if identity in self.pending or (
-            self._maybe_seen(slot, fingerprint) and self._journal.taken_in_run(identity, exact=True)
-        ):
+        raw = hashlib.blake2b(identity.encode(), digest_size=12).digest()
+        if identity in self.pending:
+            return False
+        if self._add_raw([raw]) and self._journal.taken_in_run(identity, exact=True):
             return False
         self.pending.add(identity)
         return True
@@ -481,6 +518,24 @@ class Taken:
     def stored(self, identities: Iterable[str]) -> None:
         """The journal has them now (recorded or claimed)."""
         self.pending.difference_update(identities)
+
+
+def _probe(table: memoryview, slot: int, fingerprint: int, *, add: bool) -> bool:
+    """Whether `fingerprint` is at `slot` or in the probes after it (True too when
+    they are all taken: crowded, let the journal answer); else, with `add`, put it in
+    the first free one."""
+    mask = len(table) - 1
+    slot &= mask
+    for _ in range(Taken.PROBES):
+        found = table[slot]
+        if not found:
+            if add:
+                table[slot] = fingerprint
+            return False
+        if found == fingerprint:
+            return True
+        slot = (slot + 1) & mask
+    return True
 
 
 class _Lock:

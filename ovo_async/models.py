@@ -222,13 +222,14 @@ def _trusted_many(cls: type[T]) -> Callable[..., list[T]]:
     # count drops back to one after the call), where map would make a tuple per call for
     # the slot's `__set__`, which takes no vectorcall: a third less per slot set.
     setters = [cls.__dict__[field.name].__set__ for field in attrs.fields(cast(Any, cls))]
-    new = object.__new__
+    new, only_cls = object.__new__, (cls,)
 
     def build(n: int, *columns: Iterable[Any]) -> list[T]:
-        objs: list[T] = list(map(new, itertools.repeat(cls, n)))
+        # One argument tuple, repeated: `object.__new__` takes no vectorcall either.
+        objs: list[T] = list(itertools.starmap(new, itertools.repeat(only_cls, n)))
         for setter, column in zip(setters, columns, strict=True):
-            # Run it, keep nothing.
-            collections.deque(itertools.starmap(setter, zip(objs, column)), maxlen=0)
+            calls = itertools.starmap(setter, zip(objs, column, strict=True))
+            collections.deque(calls, maxlen=0)  # run them, keep nothing
         return objs
 
     return build

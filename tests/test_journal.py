@@ -409,6 +409,7 @@ async def test_identities_stay_exact_when_the_filter_raises_false_alarms(
     items = numbered(40) + numbered(3)  # three real repeats among false alarms
     async with client_for(fake) as client:
         with monkeypatch.context() as tiny:
+            tiny.setattr(Taken, "EXACT", 0)  # fingerprint tables from the first message
             tiny.setattr(Taken, "SLOTS", 2)  # nearly every message is a false alarm
             first = await run(client, items, journal=journal, batch_size=7)
         again = await run(client, items[::-1], journal=journal, batch_size=7)
@@ -445,6 +446,7 @@ def test_colliding_new_messages_stay_out_of_the_exact_count(
     from ovo_async._journal import content_digest
     from ovo_async.models import SMSRequest
 
+    monkeypatch.setattr(Taken, "EXACT", 0)
     monkeypatch.setattr(Taken, "SLOTS", 64)  # 40 messages in 64 slots: many collisions
     journal = Journal(tmp_path / "j.sqlite")
     try:
@@ -457,6 +459,32 @@ def test_colliding_new_messages_stay_out_of_the_exact_count(
         assert again == [content_digest(r) + ".1" for r in requests[:3]]
     finally:
         journal.close()
+
+
+@pytest.mark.parametrize("exact", [0, 50])
+def test_repeats_are_found_in_full_tables_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exact: int
+) -> None:
+    """Past half full a table stops taking digests and the next one does: a repeat of a
+    message held in an earlier table is still a repeat."""
+    from ovo_async._journal import content_digest
+    from ovo_async.models import SMSRequest
+
+    monkeypatch.setattr(Taken, "EXACT", exact)
+    monkeypatch.setattr(Taken, "SLOTS", 64)
+    requests = [SMSRequest(to="+14155550123", message=f"m{i}") for i in range(300)]
+    journal = Journal(tmp_path / "j.sqlite")
+    try:
+        taken = Taken(journal)
+        got = []
+        for start in range(0, len(requests), 20):
+            got += taken.identities(requests[start : start + 20])
+        assert len(taken._tables) >= 300 // (32 + 20)  # half a table, give or take a batch
+        again = taken.identities(requests[:5] + requests[-5:])
+    finally:
+        journal.close()
+    assert got == [content_digest(r) + ".0" for r in requests]
+    assert again == [content_digest(r) + ".1" for r in requests[:5] + requests[-5:]]
 
 
 def _repeats_in_batches_of_7() -> tuple[list[Any], list[str]]:
@@ -475,12 +503,22 @@ def _repeats_in_batches_of_7() -> tuple[list[Any], list[str]]:
     return requests, expected
 
 
-@pytest.mark.parametrize("slots", [2, 64, Taken.SLOTS])
+@pytest.mark.parametrize(
+    ("exact", "slots"),
+    [
+        (Taken.EXACT, Taken.SLOTS),  # a short run: a set of digests
+        (10, 64),  # moves from the set to tables mid-run
+        (0, 2),  # tables from the start, crowded
+        (0, 64),
+        (0, Taken.SLOTS),
+    ],
+)
 def test_identities_number_repeats_in_input_order_within_and_across_batches(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slots: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exact: int, slots: int
 ) -> None:
     """Equal messages are numbered 0, 1, 2... in the order they come, whether they share
-    a batch or not, and however crowded the table is."""
+    a batch or not, held exactly or in tables however crowded."""
+    monkeypatch.setattr(Taken, "EXACT", exact)
     monkeypatch.setattr(Taken, "SLOTS", slots)
     requests, expected = _repeats_in_batches_of_7()
     journal = Journal(tmp_path / "j.sqlite")
