@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -140,12 +141,17 @@ def _from_plain_dicts(items: list[Any], default_from: str | None) -> list[SMSReq
             return None
     except KeyError:  # other keys than these: the item-by-item path names them
         return None
-    if set(map(type, texts)) - _JUST_STR or not all(map(_E164, tos)):
+    if set(map(type, texts)) - _JUST_STR:
         return None
-    # The rules of `_from_plain_dict` for ASCII text: not blank, no NUL.
-    if not (all(map(str.isascii, messages)) and all(map(str.strip, messages))):
+    # Every number E.164: one match over them all, a line each (a number holding a line
+    # break adds a line and fails the count).
+    lines = "\n".join(tos)
+    if lines.count("\n") != n - 1 or _E164_LINES(lines) is None:
         return None
-    if any(map(operator.contains, messages, itertools.repeat("\x00"))):
+    # The rules of `_from_plain_dict` for ASCII text: not blank, no NUL. Joined, the
+    # texts are checked in two scans of memory.
+    text = "".join(messages)
+    if not text.isascii() or "\x00" in text or not all(map(str.strip, messages)):
         return None
     if type(froms) is list and not _GOOD_SENDERS.issuperset(froms):
         return None
@@ -157,6 +163,7 @@ _TO, _MESSAGE, _FROM = (operator.itemgetter(key) for key in ("to", "message", "f
 _JUST_DICT, _JUST_STR = {dict}, {str}
 _TWO, _THREE = {2}, {3}
 _E164 = v.E164.fullmatch
+_E164_LINES = re.compile(f"{v.E164.pattern}(?:\\n{v.E164.pattern})*").fullmatch
 _BAD_TEXT = v._SURROGATE_OR_NUL.search
 
 

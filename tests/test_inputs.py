@@ -213,6 +213,8 @@ _ODD_ITEMS: list[Any] = [
     {"to": "+14155550123", "message": "Hi", "from": "ABCDEFGHIJKL"},
     {"to": "+1", "message": "Hi", "from": "OVO"},
     {"to": "+14155550123\n", "message": "Hi", "from": "OVO"},
+    {"to": "+14155550123\n+14155550124", "message": "Hi", "from": "OVO"},  # two, joined
+    {"to": "+1415\n+5550123", "message": "Hi", "from": "OVO"},
     {"to": "+14155550123", "message": "Hi\r\nBcc: x", "from": "OVO"},
     {"to": "+14155550123", "message": "Hi", "from": "OVO\r\n"},
     {"to": "+14155550123", "message": "x" * 2_000_000, "from": "OVO"},
