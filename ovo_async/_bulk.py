@@ -90,6 +90,9 @@ if TYPE_CHECKING:
 
     from .resources.sms import AsyncSMS
 
+    #: A batch accepted whole: its time, and its messages' ids and statuses, in order.
+    _Whole = tuple[datetime, list[str], list[str]]
+
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "AsyncBulkRun",
@@ -680,6 +683,7 @@ class _Engine:
                 if self._taken is not None:
                     self._taken.stored(identities)
         token = RETRY_HOOKS.set(_Hooks(self.pacer, n))
+        whole: _Whole | None = None
         try:
             if endpoint == "send":
                 sent = await self._sms._send(requests[0], key, self.timeout)
@@ -687,7 +691,7 @@ class _Engine:
                 outcomes = [self._outcome(index, request, sent, None)]
             else:
                 parts = await self._sms._send_batch_parts(requests, key, self.timeout)
-                outcomes = self._batch_outcomes(members, parts, key)
+                outcomes, whole = self._batch_outcomes(members, parts, key)
         except OVOError as exc:
             _pause_for(self.pacer, exc)
             outcomes = [
@@ -701,12 +705,18 @@ class _Engine:
         finally:
             RETRY_HOOKS.reset(token)
         if journal is not None:
-            _settle(journal, row, outcomes)
+            if whole is not None:
+                # Accepted whole: the answer's own lists, not read back from outcomes.
+                journal.settle_accepted(row, _iso(whole[0]), whole[1], whole[2])
+            else:
+                _settle(journal, row, outcomes)
         return outcomes
 
     def _batch_outcomes(
         self, members: list[_Member], parts: _serde.BatchParts, key: str
-    ) -> list[BulkOutcome]:
+    ) -> tuple[list[BulkOutcome], _Whole | None]:
+        """Each member's outcome; and, when the answer accepted them all plainly, when
+        and with which ids and statuses (what the journal keeps of it)."""
         result, entries = parts.head, parts.entries
         created_at, request_id = result.created_at, result.request_id
         whole = self._accepted_whole(members, entries, created_at, request_id)
@@ -781,7 +791,7 @@ class _Engine:
                 None,
             )
             outcomes.append(self._outcome(index, request, None, unread))
-        return outcomes
+        return outcomes, None
 
     def _accepted_whole(
         self,
@@ -789,7 +799,7 @@ class _Engine:
         entries: list[Any],
         created_at: datetime,
         request_id: str | None,
-    ) -> list[BulkOutcome] | None:
+    ) -> tuple[list[BulkOutcome], _Whole] | None:
         """Outcomes for a batch whose every entry is a plain accepted one (the usual
         answer), checked and built a list at a time; None for any other answer, which is
         read entry by entry. The checks are that path's fast case's, list by list."""
@@ -831,7 +841,7 @@ class _Engine:
             itertools.repeat(True, n),
         )
         self.progress.sent += n
-        return outcomes
+        return outcomes, (created_at, ids, statuses)
 
     async def _recover(self, journal: Journal) -> None:
         """Resolve requests an earlier run left in flight, before any new input.
