@@ -80,22 +80,27 @@ class Occurrences:
     """How many equal messages came before, in memory (runs without a journal)."""
 
     def __init__(self) -> None:
-        self._seen: dict[str, int] = {}
+        #: Digests numbered so far; only those seen more than once get a count.
+        self._seen: set[bytes] = set()
+        self._next: dict[bytes, int] = {}
 
     def identities(self, requests: list[SMSRequest]) -> list[str]:
         """Each message's identity, `content_digest.n`, n counting equal messages
         numbered earlier by this object."""
-        digests = list(map(bytes.hex, raw_digests(requests)))
+        raws = raw_digests(requests)
+        out = [digest + ".0" for digest in map(bytes.hex, raws)]
         seen = self._seen
-        if seen.keys().isdisjoint(digests) and len(set(digests)) == len(digests):
-            # All new (the usual case): whole-list steps, no loop.
-            seen.update(zip(digests, itertools.repeat(1)))
-            return [digest + ".0" for digest in digests]
-        out = []
-        for digest in digests:
-            n = seen.get(digest, 0)
-            out.append(f"{digest}.{n}")
-            seen[digest] = n + 1
+        if len(fresh := set(raws)) == len(raws) and seen.isdisjoint(fresh):
+            seen |= fresh  # all new (the usual case): whole-set steps, no loop
+            return out
+        counts = self._next
+        for position, raw in enumerate(raws):
+            if raw in seen:
+                n = counts.get(raw, 1)
+                counts[raw] = n + 1
+                out[position] = f"{out[position][:-2]}.{n}"
+            else:
+                seen.add(raw)
         return out
 
 
