@@ -497,16 +497,25 @@ class _Engine:
         # A chunk of plain dicts that all pass (the usual input) is checked list by list;
         # anything else goes item by item, each with its own answer.
         requests = from_plain_dicts(items, default_from) if plain else None
-        if requests is not None:
+        identified: list[_Member]
+        if requests is not None and self.identify and self.key is None:
+            # Content identities for the whole chunk: each member is made once, with its
+            # identity, not made and then made again.
             outcomes: list[BulkOutcome] = []
-            ready: list[_Member] = list(
-                zip(range(start, start + len(items)), items, requests, itertools.repeat(None))
-            )
+            indexes = range(start, start + len(items))
+            identities = self._counter.identities(requests)
+            identified = list(zip(indexes, items, requests, identities, strict=True))
         else:
-            outcomes, ready = self._prepare_each(start, items, default_from, plain)
-        if not ready or not self.identify:
-            return outcomes, ready
-        identified = self._identify(ready, outcomes)
+            if requests is not None:
+                outcomes = []
+                ready: list[_Member] = list(
+                    zip(range(start, start + len(items)), items, requests, itertools.repeat(None))
+                )
+            else:
+                outcomes, ready = self._prepare_each(start, items, default_from, plain)
+            if not ready or not self.identify:
+                return outcomes, ready
+            identified = self._identify(ready, outcomes)
         journal, claims = self._journal, self._taken
         if journal is None or claims is None or not identified:
             return outcomes, identified
@@ -573,9 +582,7 @@ class _Engine:
     def _identify(self, ready: list[_Member], outcomes: list[BulkOutcome]) -> list[_Member]:
         taken = self._taken
         if self.key is None:
-            # With a journal, counted in flat memory; without, in a dict.
-            counter = self._occurrences if taken is None else taken
-            identities = counter.identities(list(map(_REQUEST, ready)))
+            identities = self._counter.identities(list(map(_REQUEST, ready)))
             return [
                 (index, item, request, identity)
                 for (index, item, request, _), identity in zip(ready, identities, strict=True)
@@ -628,6 +635,11 @@ class _Engine:
         return BulkOutcome(
             index=index, request=request, message=message, error=error, replayed=replayed
         )
+
+    @property
+    def _counter(self) -> Occurrences | Taken:
+        """What numbers equal messages: with a journal, in flat memory; without, a set."""
+        return self._occurrences if self._taken is None else self._taken
 
     # --- requests -------------------------------------------------------------------
 
