@@ -382,7 +382,7 @@ def accepted_fields(outcome: str) -> tuple[str, str, str]:
 
 class Taken:
     """The identities this run has taken (being sent, sent, or replayed), exactly, in
-    memory that does not grow with the run.
+    2 bytes per slot of a table, not an object per message.
 
     The first `EXACT` digests are kept in a set: exact, and whole-list steps per batch.
     Past that, they move to tables of 16-bit fingerprints, each filled to half its
