@@ -487,6 +487,27 @@ def test_repeats_are_found_in_full_tables_too(
     assert again == [content_digest(r) + ".1" for r in requests[:5] + requests[-5:]]
 
 
+@pytest.mark.parametrize(("exact", "slots"), [(Taken.EXACT, Taken.SLOTS), (3, 8), (0, 2)])
+def test_caller_keys_are_taken_once_held_exactly_or_in_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exact: int, slots: int
+) -> None:
+    """A caller's key is refused the second time this run takes it: pending, recorded
+    by the journal, before and after its digests move from the set to tables."""
+    monkeypatch.setattr(Taken, "EXACT", exact)
+    monkeypatch.setattr(Taken, "SLOTS", slots)
+    keys = [f"order-{i}" for i in range(12)]
+    journal = Journal(tmp_path / "j.sqlite")
+    try:
+        taken = Taken(journal)
+        assert all(taken.take(key) for key in keys[:6])
+        journal.record("k", "batch", "[]", keys[:6])
+        taken.stored(keys[:6])  # the first six recorded, the rest still pending
+        assert all(taken.take(key) for key in keys[6:])
+        assert not any(taken.take(key) for key in keys)
+    finally:
+        journal.close()
+
+
 def _repeats_in_batches_of_7() -> tuple[list[Any], list[str]]:
     """Messages that, in batches of 7, are new ones only, repeats of those within and
     across batches, and new ones again; and their identities counted plainly."""
