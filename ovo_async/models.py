@@ -222,7 +222,8 @@ def _trusted_many(cls: type[T]) -> Callable[..., list[T]]:
     # count drops back to one after the call), where map would make a tuple per call for
     # the slot's `__set__`, which takes no vectorcall: a third less per slot set.
     setters = [cls.__dict__[field.name].__set__ for field in attrs.fields(cast(Any, cls))]
-    new, only_cls = object.__new__, (cls,)
+    new = cast("Callable[[type[T]], T]", object.__new__)
+    only_cls = (cls,)
 
     def build(n: int, *columns: Iterable[Any]) -> list[T]:
         # One argument tuple, repeated: `object.__new__` takes no vectorcall either.

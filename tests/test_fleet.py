@@ -121,11 +121,15 @@ def test_fleet_campaign_rate_pause_and_a_killed_worker(
                 return 0
 
         wait_until(lambda: stored() >= 3000, 40, "the campaign to get going")
-        fake.send_signal(signal.SIGUSR1)  # the next batch gets a 429 with Retry-After: 1
         # Kill a worker process in the middle of its shard.
         running = [int(line.split()[0]) for line in pids.read_text().splitlines()]
         children.update(running)
         os.kill(running[-1], signal.SIGKILL)
+        # Then a 429, once the others have carried on: armed together, the 429 could
+        # answer the killed process's last request, and nobody would pause the fleet.
+        resumed = stored() + 1000
+        wait_until(lambda: stored() >= resumed, 40, "the fleet to carry on")
+        fake.send_signal(signal.SIGUSR1)  # the next batch gets a 429 with Retry-After: 1
         wait_until(lambda: stored() >= TOTAL, 50, "every message to be stored")
         time.sleep(0.5)  # a stray duplicate would arrive now, if there were one
         children.update(int(line.split()[0]) for line in pids.read_text().splitlines())
