@@ -381,8 +381,8 @@ def accepted_fields(outcome: str) -> tuple[str, str, str]:
 
 
 class Taken:
-    """The identities this run has taken (being sent, sent, or replayed), exactly, in
-    2 bytes per slot of a table, not an object per message.
+    """The identities this run has taken (being sent, sent, or replayed), exactly;
+    past the first `EXACT`, in memory that holds no object per message.
 
     The first `EXACT` digests are kept in a set: exact, and whole-list steps per batch.
     Past that, they move to tables of 16-bit fingerprints, each filled to half its
