@@ -497,25 +497,21 @@ class _Engine:
         # A chunk of plain dicts that all pass (the usual input) is checked list by list;
         # anything else goes item by item, each with its own answer.
         requests = from_plain_dicts(items, default_from) if plain else None
-        identified: list[_Member]
-        if requests is not None and self.identify and self.key is None:
-            # Content identities for the whole chunk: each member is made once, with its
-            # identity, not made and then made again.
+        # A chunk's content identities go into its members as they are made: no member
+        # made and then made again with its identity.
+        named = requests is not None and self.identify and self.key is None
+        if requests is not None:
             outcomes: list[BulkOutcome] = []
+            identities: Iterable[str | None] = (
+                self._counter.identities(requests) if named else itertools.repeat(None)
+            )
             indexes = range(start, start + len(items))
-            identities = self._counter.identities(requests)
-            identified = list(zip(indexes, items, requests, identities, strict=True))
+            ready: list[_Member] = list(zip(indexes, items, requests, identities, strict=False))
         else:
-            if requests is not None:
-                outcomes = []
-                ready: list[_Member] = list(
-                    zip(range(start, start + len(items)), items, requests, itertools.repeat(None))
-                )
-            else:
-                outcomes, ready = self._prepare_each(start, items, default_from, plain)
-            if not ready or not self.identify:
-                return outcomes, ready
-            identified = self._identify(ready, outcomes)
+            outcomes, ready = self._prepare_each(start, items, default_from, plain)
+        if not ready or not self.identify:
+            return outcomes, ready
+        identified = ready if named else self._identify(ready, outcomes)
         journal, claims = self._journal, self._taken
         if journal is None or claims is None or not identified:
             return outcomes, identified

@@ -89,19 +89,28 @@ class Occurrences:
         numbered earlier by this object."""
         raws = raw_digests(requests)
         out = [digest + ".0" for digest in map(bytes.hex, raws)]
-        seen = self._seen
-        if len(fresh := set(raws)) == len(raws) and seen.isdisjoint(fresh):
-            seen |= fresh  # all new (the usual case): whole-set steps, no loop
-            return out
         counts = self._next
-        for position, raw in enumerate(raws):
-            if raw in seen:
-                n = counts.get(raw, 1)
-                counts[raw] = n + 1
-                out[position] = f"{out[position][:-2]}.{n}"
-            else:
-                seen.add(raw)
+        for position in _seen_before(self._seen, raws):
+            raw = raws[position]
+            n = counts.get(raw, 1)
+            counts[raw] = n + 1
+            out[position] = f"{out[position][:-2]}.{n}"
         return out
+
+
+def _seen_before(seen: set[bytes], raws: list[bytes]) -> list[int]:
+    """Add `raws` to `seen`; the positions of those already there (or earlier in
+    `raws`). All new is the usual case: whole-set steps, no loop."""
+    if len(fresh := set(raws)) == len(raws) and seen.isdisjoint(fresh):
+        seen |= fresh
+        return []
+    repeats = []
+    for position, raw in enumerate(raws):
+        if raw in seen:
+            repeats.append(position)
+        else:
+            seen.add(raw)
+    return repeats
 
 
 def error_to_json(error: OVOError) -> str:
@@ -431,16 +440,8 @@ class Taken:
         """Take these digests; the positions of those that may have been taken before
         (in this list too)."""
         exact = self._exact
-        suspects: list[int] = []
         if exact is not None:
-            if len(fresh := set(raws)) == len(raws) and exact.isdisjoint(fresh):
-                exact |= fresh  # all new (the usual case): whole-set steps
-            else:
-                for position, raw in enumerate(raws):
-                    if raw in exact:
-                        suspects.append(position)
-                    else:
-                        exact.add(raw)
+            suspects = _seen_before(exact, raws)
             if len(exact) > self.EXACT:
                 # Into tables, in flat memory from now on; all distinct, so any "maybe"
                 # here is a false alarm, which a lookup would have raised just the same.
@@ -454,6 +455,7 @@ class Taken:
         # fingerprint from the second, read for the whole list in one cast.
         words = memoryview(b"".join(raws)).cast("I")
         slots, fingerprints = words[0::3].tolist(), words[1::3].tolist()
+        suspects = []
         if len(self._tables) == 1:
             table = self._tables[0]
             mask = len(table) - 1
