@@ -10,13 +10,15 @@ so sequential use still reuses one connection.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import os
 import ssl
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import httpx
@@ -620,6 +622,8 @@ class Pool:
         self._rebuild = rebuild
         self._pid = os.getpid()
         self._loop: Any = None
+        #: Closes the connections of the run in use when it ends (see `_bind`).
+        self._watcher: AsyncGenerator[None, None] | None = None
 
     def client(self) -> httpx.AsyncClient:
         """The httpx client for this process and the running event loop."""
@@ -645,27 +649,74 @@ class Pool:
     def _bind(self, loop: Any) -> None:
         old = self._loop
         self._loop = loop
-        if old is None or self._rebuild is None:
+        if self._rebuild is None:
             return
-        if isinstance(old, asyncio_loop_type()) and old.is_running() and not old.is_closed():
-            self._loop = old
-            raise OVOError(
-                "this AsyncOVOClient is in use on another running event loop; "
-                "make one client per event loop"
-            )
-        # The loop it served has finished: its connections died with it.
-        self.http = self._rebuild()
+        if old is not None:
+            if isinstance(old, asyncio_loop_type()) and old.is_running() and not old.is_closed():
+                self._loop = old
+                raise OVOError(
+                    "this AsyncOVOClient is in use on another running event loop; "
+                    "make one client per event loop"
+                )
+            # The loop it served has finished, and its connections with it.
+            self.http = self._rebuild()
+        self._watcher = _close_at_end_of_run(self)
+
+    def _run_ended(self, http: httpx.AsyncClient) -> bool:
+        """The run this pool served is ending: whether to close `http` (still ours, and
+        not closed); the next call, on another loop, builds a new one."""
+        if self.closed or http is not self.http:
+            return False
+        self._loop = _RUN_ENDED
+        return True
 
     async def aclose(self) -> None:
         if self.closed:
             return
         self.closed = True
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            # Finished now, not dropped unfinished (which trio reports as a leak).
+            await watcher.aclose()
         if not self.owned or self._pid != os.getpid():
             return  # a caller's client, or the parent's connections after fork
         bound = self._loop
         if isinstance(bound, asyncio_loop_type()) and bound.is_closed():
             return  # its connections died with their loop; nothing can close them now
         await self.http.aclose()
+
+
+#: Where a pool's loop was when its run ended (never a running loop's identity).
+_RUN_ENDED = object()
+
+
+def _close_at_end_of_run(pool: Pool) -> AsyncGenerator[None, None] | None:
+    """Close `pool`'s connections when the running `asyncio.run()` or `trio.run()` ends.
+
+    Both end a run by closing the async generators it started, while the loop still
+    runs: the only moment its connections can be closed. Left open, they would be
+    dropped with the loop and closed by the garbage collector, with a warning. Returns
+    the generator, for the pool to keep (the loop holds it weakly), or None when no loop
+    finalises async generators here.
+    """
+    if sys.get_asyncgen_hooks().finalizer is None:
+        return None
+    watcher = _watch(weakref.ref(pool), pool.http)
+    with contextlib.suppress(StopIteration):  # how a step to its `yield` ends
+        watcher.asend(None).send(None)  # the loop now knows it
+    return watcher
+
+
+async def _watch(
+    pool_ref: weakref.ReferenceType[Pool], http: httpx.AsyncClient
+) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        pool = pool_ref()
+        # A pool dropped without `aclose()` leaves its connections to this, too.
+        if pool is None or pool._run_ended(http):
+            await http.aclose()
 
 
 _get_running_loop: Callable[[], Any] | None = None

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
 from ovo_async import (
     APIConnectionError,
@@ -165,8 +166,37 @@ def test_one_async_client_across_two_asyncio_runs(server: ScriptedServer) -> Non
         return await client.sms.send(to=TO, from_="OVO", message=text)
 
     assert asyncio.run(send("first")).message_id == "sm_first"
+    # The run is over: its connection is closed with it, not left to the garbage
+    # collector (an unclosed-socket warning, and a descriptor held till then).
+    assert client_sockets_to(port_of(server)) == 0
     assert asyncio.run(send("second")).message_id == "sm_second"
+    assert client_sockets_to(port_of(server)) == 0
     asyncio.run(client.aclose())
+
+
+def test_one_async_client_across_two_trio_runs(server: ScriptedServer) -> None:
+    client = AsyncOVOClient(api_key=API_KEY, base_url=server.url)
+
+    async def send(text: str) -> None:
+        sent = await client.sms.send(to=TO, from_="OVO", message=text)
+        assert sent.message_id == f"sm_{text}"
+
+    trio.run(send, "first")
+    assert client_sockets_to(port_of(server)) == 0
+    trio.run(send, "second")
+    assert client_sockets_to(port_of(server)) == 0
+    trio.run(client.aclose)
+
+
+def test_a_client_still_in_use_keeps_its_connection_between_calls(server: ScriptedServer) -> None:
+    async def main() -> None:
+        async with AsyncOVOClient(api_key=API_KEY, base_url=server.url) as client:
+            await client.sms.send(to=TO, from_="OVO", message="first")
+            await client.sms.send(to=TO, from_="OVO", message="second")
+            assert client_sockets_to(port_of(server)) == 1
+
+    asyncio.run(main())
+    assert server.connections == 1
 
 
 def test_clients_refuse_to_be_pickled() -> None:
