@@ -57,6 +57,8 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     #1093, #830): 5 such orphans wedge a shard and every later request gets a PoolTimeout.
     A shard where one of our requests failed or was cancelled is avoided until it has
     drained, then replaced if it holds a connection no request of ours is using.
+
+    Under asyncio the shards' connections are `_sockets` streams, not anyio's.
     """
 
     def __init__(
@@ -79,7 +81,13 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         self._core = all(hasattr(s.transport, "_pool") for s in self._shards)
 
     def _new_pool(self) -> httpx.AsyncHTTPTransport:
-        return httpx.AsyncHTTPTransport(limits=self._shard_limits, **self._kwargs)
+        transport = httpx.AsyncHTTPTransport(limits=self._shard_limits, **self._kwargs)
+        core: Any = getattr(transport, "_pool", None)
+        if hasattr(core, "_network_backend"):  # httpcore 1.0's pools and proxies
+            from ._sockets import NetworkBackend
+
+            core._network_backend = NetworkBackend()
+        return transport
 
     @property
     def shard_count(self) -> int:

@@ -55,8 +55,9 @@ class ScriptedServer:
         self.responder: Callable[[Received], Reply] | None = None
         self.script: deque[Reply] = deque()
         self.received: list[Received] = []
-        #: TCP connections accepted.
+        #: TCP connections accepted, and closed by the server.
         self.connections = 0
+        self.closed = 0
         self.lock = threading.Condition()
         self.stopping = threading.Event()
         #: Set when a client hangs up while its reply is being delayed.
@@ -76,6 +77,11 @@ class ScriptedServer:
         """Block until the server has received `count` requests; False on timeout."""
         with self.lock:
             return self.lock.wait_for(lambda: len(self.received) >= count, timeout)
+
+    def wait_closed(self, count: int, timeout: float = 5.0) -> bool:
+        """Block until the server has closed `count` connections; False on timeout."""
+        with self.lock:
+            return self.lock.wait_for(lambda: self.closed >= count, timeout)
 
     def _next(self, received: Received) -> Reply:
         with self.lock:
@@ -179,6 +185,12 @@ class _TCPServer(socketserver.ThreadingTCPServer):
     request_queue_size = 256
     scripted: ScriptedServer
     tls: ssl.SSLContext | None = None
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        with self.scripted.lock:
+            self.scripted.closed += 1
+            self.scripted.lock.notify_all()
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = self.socket.accept()

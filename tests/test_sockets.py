@@ -1,0 +1,172 @@
+"""The default backend's connections under asyncio (`_sockets.py`), on a real loopback
+server: what a user sees when the server closes, stalls or sends a lot."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from ovo_async import APIConnectionError, AsyncOVOClient
+
+from .conftest import API_KEY, message_json, sent_json
+from .loopback import Reply, ScriptedServer, scripted_server
+
+TO = "+14155550123"
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    with scripted_server(Reply(201, sent_json())) as s:
+        yield s
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_reused(
+    server: ScriptedServer,
+) -> None:
+    server.queue(Reply(201, sent_json(), hang_up=True))
+    async with AsyncOVOClient(api_key=API_KEY, base_url=server.url, max_retries=0) as client:
+        await client.sms.send(to=TO, from_="OVO", message="first")
+        # Blocking the loop while the server hangs up: only asking the kernel (not the
+        # loop's earlier reads) can tell the idle connection is dead.
+        assert server.wait_closed(1)
+        sent = await client.sms.send(to=TO, from_="OVO", message="second")
+    assert sent.message_id == "sm_123"
+    assert server.connections == 2
+    assert [json.loads(r.body)["message"] for r in server.received] == ["first", "second"]
+
+
+async def test_an_answer_larger_than_the_read_buffer_arrives_whole(
+    server: ScriptedServer,
+) -> None:
+    # Past the stream's high-water mark reading pauses; each read must resume it.
+    text = "x" * (3 * 1024 * 1024)
+    server.default = Reply(200, message_json(message=text))
+    async with AsyncOVOClient(
+        api_key=API_KEY, base_url=server.url, timeout=httpx.Timeout(5.0, read=2.0)
+    ) as client:
+        message = await client.sms.retrieve("sm_123")
+    assert message.message == text
+
+
+def _silent_listener() -> tuple[socket.socket, int]:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    return listener, listener.getsockname()[1]
+
+
+async def test_a_tls_handshake_that_never_ends_is_a_connect_timeout_and_nothing_sent() -> None:
+    listener, port = _silent_listener()  # accepts (the kernel does), never answers
+    try:
+        async with AsyncOVOClient(
+            api_key=API_KEY,
+            base_url=f"https://127.0.0.1:{port}/v1",
+            timeout=httpx.Timeout(5.0, connect=0.3),
+            max_retries=0,
+        ) as client:
+            started = time.monotonic()
+            with pytest.raises(APIConnectionError) as info:
+                await asyncio.wait_for(client.sms.send(to=TO, from_="OVO", message="Hi"), 10)
+            elapsed = time.monotonic() - started
+    finally:
+        listener.close()
+    assert info.value.may_have_been_sent is False
+    assert "timed out" in str(info.value).lower()
+    assert elapsed < 3.0
+
+
+async def test_a_stalled_read_is_a_read_timeout_and_may_have_been_sent(
+    server: ScriptedServer,
+) -> None:
+    server.default = Reply(201, sent_json(), delay=2.0)
+    async with AsyncOVOClient(
+        api_key=API_KEY,
+        base_url=server.url,
+        timeout=httpx.Timeout(5.0, read=0.2),
+        max_retries=0,
+    ) as client:
+        with pytest.raises(APIConnectionError) as info:
+            await client.sms.send(to=TO, from_="OVO", message="Hi")
+    assert info.value.may_have_been_sent is True
+    assert server.count == 1
+
+
+async def test_a_cancelled_call_leaves_no_answer_for_the_next_one(server: ScriptedServer) -> None:
+    server.default = Reply(201, sent_json(), delay=0.5)
+    async with AsyncOVOClient(api_key=API_KEY, base_url=server.url) as client:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(client.sms.send(to=TO, from_="OVO", message="Hi"), 0.1)
+        # The cancelled call's answer still comes, on the connection it used: never
+        # read as the answer to the next call.
+        server.default = Reply(201, sent_json(message_id="sm_again"))
+        sent = await client.sms.send(to=TO, from_="OVO", message="again")
+    assert sent.message_id == "sm_again"
+
+
+async def test_an_idle_connection_closed_since_the_loop_last_looked_is_not_reusable() -> None:
+    from ovo_async._sockets import NetworkBackend
+
+    listener, port = _silent_listener()
+    try:
+        stream = await NetworkBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        peer, _ = listener.accept()
+        assert stream.get_extra_info("is_readable") is False
+        # The server hangs up, and the loop does not run before the check: only the
+        # kernel knows (httpcore would otherwise send the next request into it).
+        peer.close()
+        assert stream.get_extra_info("is_readable") is True
+        await stream.aclose()
+    finally:
+        listener.close()
+
+
+async def test_a_flood_nobody_reads_is_held_to_a_bound_then_read_whole() -> None:
+    from ovo_async import _sockets
+
+    listener, port = _silent_listener()
+    total = 4 * _sockets._HIGH_WATER
+    try:
+        stream = await _sockets.NetworkBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        peer, _ = listener.accept()
+        peer.setblocking(False)
+        protocol = stream._protocol  # type: ignore[attr-defined]
+        sent = 0
+        # Write what the kernel takes, and let the loop read it, until reading stops.
+        while sent < total and protocol.reading:
+            with contextlib.suppress(BlockingIOError):
+                sent += peer.send(b"x" * min(65536, total - sent))
+            await asyncio.sleep(0)
+        assert not protocol.reading
+        # More keeps coming; it stays in the kernel, not in the stream's memory.
+        while sent < total:
+            try:
+                sent += peer.send(b"x" * min(65536, total - sent))
+            except BlockingIOError:
+                break
+            await asyncio.sleep(0)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert protocol.buffered <= 2 * _sockets._HIGH_WATER
+        peer.setblocking(True)
+
+        def send_the_rest() -> None:
+            peer.sendall(b"x" * (total - sent))
+            peer.close()
+
+        sender = asyncio.get_running_loop().run_in_executor(None, send_the_rest)
+        received = 0
+        while data := await stream.read(65536, timeout=5):
+            assert len(data) <= 65536
+            received += len(data)
+        await sender
+        assert received == total
+        await stream.aclose()
+    finally:
+        listener.close()
