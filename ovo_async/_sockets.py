@@ -149,16 +149,20 @@ class _Protocol(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait(self, timeout: float | None) -> bool:
-        """Until woken (True) or `timeout` seconds pass (False)."""
+    async def wait(self, deadline: float | None) -> bool:
+        """Until woken (True) or the loop's clock passes `deadline` (False)."""
         waiter = self.waiter = self.loop.create_future()
-        timer = None if timeout is None else self.loop.call_later(timeout, _expire, waiter)
+        timer = None if deadline is None else self.loop.call_at(deadline, _expire, waiter)
         try:
             return await waiter is not _TIMED_OUT
         finally:
             self.waiter = None
             if timer is not None:
                 timer.cancel()
+
+
+def _deadline(loop: asyncio.AbstractEventLoop, timeout: float | None) -> float | None:
+    return None if timeout is None else loop.time() + timeout
 
 
 def _expire(waiter: asyncio.Future[Any]) -> None:
@@ -175,8 +179,12 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         protocol = self._protocol
-        if not protocol.chunks and not protocol.eof and not await protocol.wait(timeout):
-            raise httpcore.ReadTimeout("timed out reading the response")
+        if not protocol.chunks and not protocol.eof:
+            deadline = _deadline(protocol.loop, timeout)
+            # Woken by something else (the write side draining): wait on, to the deadline.
+            while not protocol.chunks and not protocol.eof:
+                if not await protocol.wait(deadline):
+                    raise httpcore.ReadTimeout("timed out reading the response")
         chunks = protocol.chunks
         if chunks:
             data = chunks.popleft()
@@ -204,10 +212,11 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         except (OSError, RuntimeError) as exc:
             raise httpcore.WriteError(str(exc)) from exc
         # Wait only while the buffer is over its high-water mark, as asyncio's drain.
+        deadline = _deadline(protocol.loop, timeout) if protocol.paused else None
         while protocol.paused:
             if protocol.error is not None or self._transport.is_closing():
                 raise httpcore.WriteError(str(protocol.error or "the connection is closed"))
-            if not await protocol.wait(timeout):
+            if not await protocol.wait(deadline):
                 raise httpcore.WriteTimeout("timed out sending the request")
 
     async def aclose(self) -> None:
@@ -233,6 +242,9 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         except (OSError, ssl.SSLError) as exc:
             self._transport.abort()
             raise httpcore.ConnectError(str(exc)) from exc
+        except BaseException:  # cancelled: httpcore never got a stream to close
+            self._transport.abort()
+            raise
         if transport is None:  # the connection was closed during the handshake
             raise httpcore.ConnectError("the connection was closed in the TLS handshake")
         return AsyncioStream(transport, self._protocol)

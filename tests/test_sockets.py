@@ -170,3 +170,23 @@ async def test_a_flood_nobody_reads_is_held_to_a_bound_then_read_whole() -> None
         await stream.aclose()
     finally:
         listener.close()
+
+
+async def test_a_read_woken_by_the_write_side_waits_on_for_data() -> None:
+    from ovo_async._sockets import NetworkBackend
+
+    listener, port = _silent_listener()
+    try:
+        stream = await NetworkBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        peer, _ = listener.accept()
+        read = asyncio.ensure_future(stream.read(65536, timeout=5))
+        await asyncio.sleep(0)  # the read is waiting
+        stream._protocol.resume_writing()  # type: ignore[attr-defined]  # a drained write
+        await asyncio.sleep(0)
+        assert not read.done()  # not an empty read: that would say the server hung up
+        peer.sendall(b"answer")
+        assert await read == b"answer"
+        peer.close()
+        await stream.aclose()
+    finally:
+        listener.close()
