@@ -17,11 +17,15 @@ import asyncio
 import collections
 import select
 import ssl
-from typing import Any
+import sys
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import httpcore
 
 __all__ = ["NetworkBackend"]
+
+T = TypeVar("T")
 
 #: A timer's answer to a waiting read or write (any other answer means "go on").
 _TIMED_OUT = object()
@@ -60,7 +64,7 @@ class NetworkBackend(httpcore.AsyncNetworkBackend):
             )
         protocol = _Protocol(loop)
         try:
-            transport, _ = await asyncio.wait_for(
+            transport, _ = await _bounded(
                 loop.create_connection(
                     lambda: protocol,
                     host,
@@ -161,6 +165,24 @@ class _Protocol(asyncio.Protocol):
                 timer.cancel()
 
 
+if sys.version_info >= (3, 11):
+
+    async def _bounded(awaitable: Awaitable[T], timeout: float | None) -> T:
+        """`awaitable`, cancelled after `timeout` seconds (`asyncio.TimeoutError`).
+
+        `asyncio.timeout`, not 3.11's `wait_for`: that one runs the connect in a task
+        of its own, and a cancel that arrives as the connect finishes can be swallowed
+        (python/cpython#86296), so a call its caller cancelled would go on to send.
+        """
+        async with asyncio.timeout(timeout):
+            return await awaitable
+
+else:  # pragma: no cover - 3.10
+
+    async def _bounded(awaitable: Awaitable[T], timeout: float | None) -> T:
+        return await asyncio.wait_for(awaitable, timeout)
+
+
 def _deadline(loop: asyncio.AbstractEventLoop, timeout: float | None) -> float | None:
     return None if timeout is None else loop.time() + timeout
 
@@ -230,7 +252,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     ) -> httpcore.AsyncNetworkStream:
         loop = self._protocol.loop
         try:
-            transport = await asyncio.wait_for(
+            transport = await _bounded(
                 loop.start_tls(
                     self._transport, self._protocol, ssl_context, server_hostname=server_hostname
                 ),
