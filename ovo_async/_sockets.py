@@ -177,10 +177,29 @@ if sys.version_info >= (3, 11):
         async with asyncio.timeout(timeout):
             return await awaitable
 
-else:  # pragma: no cover - 3.10
+else:  # 3.10: the same, by hand (no Task.uncancel to tell our cancel from another)
 
     async def _bounded(awaitable: Awaitable[T], timeout: float | None) -> T:
-        return await asyncio.wait_for(awaitable, timeout)
+        if timeout is None:
+            return await awaitable
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(timeout, expire)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if expired:
+                raise asyncio.TimeoutError from None
+            raise
+        finally:
+            timer.cancel()
 
 
 def _deadline(loop: asyncio.AbstractEventLoop, timeout: float | None) -> float | None:

@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import json
 import socket
+import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -190,3 +192,41 @@ async def test_a_read_woken_by_the_write_side_waits_on_for_data() -> None:
         await stream.aclose()
     finally:
         listener.close()
+
+
+async def test_a_cancel_as_the_connection_opens_is_not_lost_and_nothing_is_sent(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = asyncio.get_running_loop()
+    real = loop.create_connection
+    caller = asyncio.current_task()
+    assert caller is not None
+    opened: list[asyncio.BaseTransport] = []
+
+    async def connect_then_cancelled(*args: Any, **kwargs: Any) -> Any:
+        made = await real(*args, **kwargs)
+        opened.append(made[0])
+        done: asyncio.Future[Any] = loop.create_future()
+
+        def finish_and_cancel() -> None:
+            # The connect finishes and the caller is cancelled in the same loop step.
+            done.set_result(made)
+            caller.cancel()
+
+        loop.call_soon(finish_and_cancel)
+        try:
+            return await done
+        except asyncio.CancelledError:
+            made[0].close()
+            raise
+
+    monkeypatch.setattr(loop, "create_connection", connect_then_cancelled)
+    async with AsyncOVOClient(api_key=API_KEY, base_url=server.url, max_retries=0) as client:
+        with pytest.raises(asyncio.CancelledError):
+            await client.sms.send(to=TO, from_="OVO", message="cancelled")
+        monkeypatch.undo()
+        if sys.version_info >= (3, 11):
+            caller.uncancel()  # that cancel was the test's, and it has arrived
+        await client.sms.send(to=TO, from_="OVO", message="after")
+    assert len(opened) == 1
+    assert [json.loads(r.body)["message"] for r in server.received] == ["after"]
