@@ -112,9 +112,16 @@ async def test_a_cancelled_call_leaves_no_answer_for_the_next_one(server: Script
     assert sent.message_id == "sm_again"
 
 
-async def test_an_idle_connection_closed_since_the_loop_last_looked_is_not_reusable() -> None:
+@pytest.mark.parametrize("kernel_check", ["poll", "select (no poll, as on Windows)"])
+async def test_an_idle_connection_closed_since_the_loop_last_looked_is_not_reusable(
+    kernel_check: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import select
+
     from ovo_async._sockets import NetworkBackend
 
+    if kernel_check != "poll":
+        monkeypatch.delattr(select, "poll")
     listener, port = _silent_listener()
     try:
         stream = await NetworkBackend().connect_tcp("127.0.0.1", port, timeout=5)
