@@ -63,6 +63,11 @@ class NetworkBackend(httpcore.AsyncNetworkBackend):
                 host, port, timeout, local_address, socket_options
             )
         protocol = _Protocol(loop)
+        options: dict[str, Any] = {}
+        if isinstance(loop, asyncio.BaseEventLoop):  # uvloop's takes no such argument
+            # As anyio's: the next address gets a try after 250 ms, not after the first
+            # has timed out (an IPv6 route that drops packets).
+            options["happy_eyeballs_delay"] = 0.25
         try:
             transport, _ = await _bounded(
                 loop.create_connection(
@@ -70,9 +75,7 @@ class NetworkBackend(httpcore.AsyncNetworkBackend):
                     host,
                     port,
                     local_addr=None if local_address is None else (local_address, 0),
-                    # As anyio's: the next address gets a try after 250 ms, not after
-                    # the first has timed out (an IPv6 route that drops packets).
-                    happy_eyeballs_delay=0.25,
+                    **options,
                 ),
                 timeout,
             )

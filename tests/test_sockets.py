@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Iterator
@@ -237,3 +238,38 @@ async def test_a_cancel_as_the_connection_opens_is_not_lost_and_nothing_is_sent(
         await client.sms.send(to=TO, from_="OVO", message="after")
     assert len(opened) == 1
     assert [json.loads(r.body)["message"] for r in server.received] == ["after"]
+
+
+@pytest.fixture(scope="module")
+def tls_server() -> Iterator[tuple[ScriptedServer, str]]:
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    with (
+        scripted_server(Reply(201, sent_json()), tls=context) as server,
+        ca.cert_pem.tempfile() as ca_path,
+    ):
+        yield server, ca_path
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_sends_on_uvloop(
+    scheme: str, server: ScriptedServer, tls_server: tuple[ScriptedServer, str]
+) -> None:
+    import uvloop
+
+    target, ca_path = (server, None) if scheme == "http" else tls_server
+    before = target.count
+
+    async def main() -> str:
+        async with AsyncOVOClient(
+            api_key=API_KEY, base_url=target.url, verify=ca_path or True
+        ) as client:
+            first = await client.sms.send(to=TO, from_="OVO", message="Hi")
+            again = await client.sms.send(to=TO, from_="OVO", message="again")
+            return f"{first.message_id} {again.message_id}"
+
+    assert uvloop.run(main()) == "sm_123 sm_123"
+    assert target.count == before + 2
