@@ -264,7 +264,9 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
                 raise httpcore.WriteTimeout("timed out sending the request")
 
     async def aclose(self) -> None:
-        self._transport.close()
+        # At once, as anyio's streams under httpcore do: a TLS close would wait for the
+        # server's close_notify, and a run ending meanwhile leaves the socket open.
+        self._transport.abort()
 
     async def start_tls(
         self,

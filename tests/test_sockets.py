@@ -9,6 +9,7 @@ import json
 import socket
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from ovo_async import APIConnectionError, AsyncOVOClient
 
 from .conftest import API_KEY, message_json, sent_json
 from .loopback import Reply, ScriptedServer, scripted_server
+from .test_cancel import client_sockets_to
 
 TO = "+14155550123"
 
@@ -273,3 +275,73 @@ def test_sends_on_uvloop(
 
     assert uvloop.run(main()) == "sm_123 sm_123"
     assert target.count == before + 2
+
+
+@contextlib.contextmanager
+def connect_proxy() -> Iterator[tuple[str, list[str]]]:
+    """An HTTP CONNECT proxy on loopback: its URL, and the targets it tunnelled to."""
+    listener, port = _silent_listener()
+    tunnels: list[str] = []
+    workers: list[threading.Thread] = []
+    opened: list[socket.socket] = []
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        # A side's hang-up is not passed on: the tunnel stays up until the proxy closes
+        # it (as many do), so a client waiting for the server's goodbye waits on.
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += client.recv(4096)
+            target = head.split(b" ")[1].decode()
+            tunnels.append(target)
+            host, _, target_port = target.rpartition(":")
+            upstream = socket.create_connection((host, int(target_port)))
+            opened.extend((client, upstream))
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            for a, b in ((client, upstream), (upstream, client)):
+                worker = threading.Thread(target=pipe, args=(a, b), daemon=True)
+                worker.start()
+                workers.append(worker)
+
+    acceptor = threading.Thread(target=serve, daemon=True)
+    acceptor.start()
+    try:
+        yield f"http://127.0.0.1:{port}", tunnels
+    finally:
+        # shutdown, not only close: it wakes the threads blocked in accept() and recv().
+        for sock in (listener, *opened):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        acceptor.join(5)
+        for worker in workers:
+            worker.join(5)
+
+
+def test_https_through_a_connect_proxy(tls_server: tuple[ScriptedServer, str]) -> None:
+    server, ca_path = tls_server
+    before = server.count
+
+    async def main() -> str:
+        async with AsyncOVOClient(
+            api_key=API_KEY, base_url=server.url, verify=ca_path, proxy=proxy
+        ) as client:
+            sent = await client.sms.send(to=TO, from_="OVO", message="via a tunnel")
+            return sent.message_id
+
+    with connect_proxy() as (proxy, tunnels):
+        assert asyncio.run(main()) == "sm_123"
+        # Closed with the client, not left waiting for a TLS goodbye when the run ended.
+        assert client_sockets_to(int(proxy.rsplit(":", 1)[1])) == 0
+    assert tunnels == [server.url.split("/")[2]]
+    assert server.count == before + 1
+    assert json.loads(server.received[-1].body)["message"] == "via a tunnel"
