@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import select
 import ssl
 import sys
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import httpcore
+from httpcore._utils import is_socket_readable  # poll(), or select() on Windows
 
 __all__ = ["NetworkBackend"]
 
@@ -300,7 +300,12 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         if info == "is_readable":
             # On an idle connection anything to read (or a close) means it is unusable.
             protocol = self._protocol
-            return protocol.eof or bool(protocol.chunks) or _readable(transport)
+            # Else ask the kernel: a close may have come since the loop last looked.
+            return (
+                protocol.eof
+                or bool(protocol.chunks)
+                or is_socket_readable(transport.get_extra_info("socket"))
+            )
         if info == "ssl_object":
             return transport.get_extra_info("ssl_object")
         if info == "client_addr":
@@ -310,17 +315,3 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         if info == "socket":
             return transport.get_extra_info("socket")
         return None
-
-
-def _readable(transport: Any) -> bool:
-    """Whether the kernel holds something for this connection the loop has not read yet
-    (a close that arrived since the loop last looked)."""
-    sock = transport.get_extra_info("socket")
-    fd = -1 if sock is None else sock.fileno()
-    if fd < 0:
-        return True
-    if not hasattr(select, "poll"):  # Windows
-        return bool(select.select([fd], [], [], 0)[0])
-    poll = select.poll()
-    poll.register(fd, select.POLLIN)
-    return bool(poll.poll(0))
