@@ -139,6 +139,30 @@ async def test_an_idle_connection_closed_since_the_loop_last_looked_is_not_reusa
         listener.close()
 
 
+async def test_an_idle_connection_the_server_wrote_to_unasked_is_not_reusable() -> None:
+    from ovo_async._sockets import NetworkBackend
+
+    listener, port = _silent_listener()
+    try:
+        stream = await NetworkBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        peer, _ = listener.accept()
+        # Bytes nobody asked for (a stray answer, garbage): the next request's answer
+        # would be read from them. Once the loop has taken them off the socket, only
+        # the stream's own buffer still knows.
+        peer.sendall(b"HTTP/1.1 200 OK\r\n\r\nstray")
+        protocol = stream._protocol  # type: ignore[attr-defined]
+        for _ in range(1000):
+            if protocol.chunks:
+                break
+            await asyncio.sleep(0)
+        assert protocol.chunks
+        assert stream.get_extra_info("is_readable") is True
+        peer.close()
+        await stream.aclose()
+    finally:
+        listener.close()
+
+
 async def test_a_flood_nobody_reads_is_held_to_a_bound_then_read_whole() -> None:
     from ovo_async import _sockets
 
