@@ -11,7 +11,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -115,64 +115,62 @@ async def test_a_cancelled_call_leaves_no_answer_for_the_next_one(server: Script
     assert sent.message_id == "sm_again"
 
 
+@contextlib.asynccontextmanager
+async def connected() -> AsyncIterator[tuple[Any, socket.socket]]:
+    """A `_sockets` stream to a loopback socket the test plays the server on."""
+    from ovo_async._sockets import NetworkBackend
+
+    listener, port = _silent_listener()
+    try:
+        stream = await NetworkBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        peer, _ = listener.accept()
+        try:
+            yield stream, peer
+        finally:
+            peer.close()
+            await stream.aclose()
+    finally:
+        listener.close()
+
+
 @pytest.mark.parametrize("kernel_check", ["poll", "select (no poll, as on Windows)"])
 async def test_an_idle_connection_closed_since_the_loop_last_looked_is_not_reusable(
     kernel_check: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import select
 
-    from ovo_async._sockets import NetworkBackend
-
     if kernel_check != "poll":
         monkeypatch.delattr(select, "poll")
-    listener, port = _silent_listener()
-    try:
-        stream = await NetworkBackend().connect_tcp("127.0.0.1", port, timeout=5)
-        peer, _ = listener.accept()
+    async with connected() as (stream, peer):
         assert stream.get_extra_info("is_readable") is False
         # The server hangs up, and the loop does not run before the check: only the
         # kernel knows (httpcore would otherwise send the next request into it).
         peer.close()
         assert stream.get_extra_info("is_readable") is True
-        await stream.aclose()
-    finally:
-        listener.close()
 
 
 async def test_an_idle_connection_the_server_wrote_to_unasked_is_not_reusable() -> None:
-    from ovo_async._sockets import NetworkBackend
-
-    listener, port = _silent_listener()
-    try:
-        stream = await NetworkBackend().connect_tcp("127.0.0.1", port, timeout=5)
-        peer, _ = listener.accept()
+    async with connected() as (stream, peer):
         # Bytes nobody asked for (a stray answer, garbage): the next request's answer
         # would be read from them. Once the loop has taken them off the socket, only
         # the stream's own buffer still knows.
         peer.sendall(b"HTTP/1.1 200 OK\r\n\r\nstray")
-        protocol = stream._protocol  # type: ignore[attr-defined]
+        protocol = stream._protocol
         for _ in range(1000):
             if protocol.chunks:
                 break
             await asyncio.sleep(0)
         assert protocol.chunks
         assert stream.get_extra_info("is_readable") is True
-        peer.close()
-        await stream.aclose()
-    finally:
-        listener.close()
 
 
 async def test_a_flood_nobody_reads_is_held_to_a_bound_then_read_whole() -> None:
     from ovo_async import _sockets
 
-    listener, port = _silent_listener()
     total = 4 * _sockets._HIGH_WATER
-    try:
-        stream = await _sockets.NetworkBackend().connect_tcp("127.0.0.1", port, timeout=5)
-        peer, _ = listener.accept()
+    async with connected() as (stream, peer):
         peer.setblocking(False)
-        protocol = stream._protocol  # type: ignore[attr-defined]
+        protocol = stream._protocol
         sent = 0
         # Write what the kernel takes, and let the loop read it, until reading stops.
         while sent < total and protocol.reading:
@@ -203,29 +201,17 @@ async def test_a_flood_nobody_reads_is_held_to_a_bound_then_read_whole() -> None
             received += len(data)
         await sender
         assert received == total
-        await stream.aclose()
-    finally:
-        listener.close()
 
 
 async def test_a_read_woken_by_the_write_side_waits_on_for_data() -> None:
-    from ovo_async._sockets import NetworkBackend
-
-    listener, port = _silent_listener()
-    try:
-        stream = await NetworkBackend().connect_tcp("127.0.0.1", port, timeout=5)
-        peer, _ = listener.accept()
+    async with connected() as (stream, peer):
         read = asyncio.ensure_future(stream.read(65536, timeout=5))
         await asyncio.sleep(0)  # the read is waiting
-        stream._protocol.resume_writing()  # type: ignore[attr-defined]  # a drained write
+        stream._protocol.resume_writing()  # a drained write
         await asyncio.sleep(0)
         assert not read.done()  # not an empty read: that would say the server hung up
         peer.sendall(b"answer")
         assert await read == b"answer"
-        peer.close()
-        await stream.aclose()
-    finally:
-        listener.close()
 
 
 async def test_a_cancel_as_the_connection_opens_is_not_lost_and_nothing_is_sent(
