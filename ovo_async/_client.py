@@ -94,7 +94,9 @@ class _Connection:
         env_proxy = not loopback and self.proxy is None and _proxies_configured()
         if transport is None and not env_proxy:
             options: dict[str, Any] = {"verify": self.tls, "proxy": self.proxy}
-            if self.io_backend == "aiohttp":
+            # aiohttp has no SOCKS: it would send an HTTP CONNECT to the SOCKS proxy. httpx's
+            # pool speaks SOCKS, so a SOCKS proxy gets it whatever the io_backend.
+            if self.io_backend == "aiohttp" and not _is_socks(self.proxy):
                 try:
                     transport = AiohttpIO(DEFAULT_LIMITS, **options)
                 except ImportError:
@@ -158,9 +160,19 @@ def _proxy(proxy: Any) -> httpx.Proxy | None:
     if proxy is None:
         return None
     try:
-        return proxy if isinstance(proxy, httpx.Proxy) else httpx.Proxy(proxy)
+        parsed = proxy if isinstance(proxy, httpx.Proxy) else httpx.Proxy(proxy)
     except Exception as exc:
         raise ValidationError("proxy", f"is not a usable proxy URL: {exc}") from None
+    if _is_socks(parsed):
+        import importlib.util
+
+        if importlib.util.find_spec("socksio") is None:
+            raise OVOError("a SOCKS proxy needs the socks extra: pip install 'ovo-async[socks]'")
+    return parsed
+
+
+def _is_socks(proxy: httpx.Proxy | None) -> bool:
+    return proxy is not None and proxy.url.scheme in ("socks5", "socks5h")
 
 
 def _is_plain_loopback(base_url: str) -> bool:

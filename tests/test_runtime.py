@@ -333,6 +333,20 @@ def test_tls_and_proxy_options_are_checked(options: dict[str, Any], field: str) 
     assert info.value.field == field
 
 
+@pytest.mark.parametrize("io_backend", ["httpx", "aiohttp"])
+def test_a_socks_proxy_without_socksio_names_the_extra(
+    io_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # httpx would raise a bare ImportError naming httpx's own extra.
+    monkeypatch.setitem(sys.modules, "socksio", None)
+    with pytest.raises(OVOError, match=r"ovo-async\[socks\]"):
+        AsyncOVOClient(
+            api_key=API_KEY,
+            proxy="socks5://127.0.0.1:1080",
+            io_backend=io_backend,  # type: ignore[arg-type]
+        )
+
+
 def test_tls_options_are_for_the_sdks_own_pool() -> None:
     with pytest.raises(OVOError, match="own pool"):
         AsyncOVOClient(api_key=API_KEY, verify=False, transport=httpx.AsyncHTTPTransport())

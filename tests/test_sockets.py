@@ -287,9 +287,53 @@ def test_sends_on_uvloop(
     assert target.count == before + 2
 
 
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise OSError("the client hung up mid-handshake")
+        data += chunk
+    return data
+
+
+def _connect_handshake(client: socket.socket) -> str:
+    """An HTTP CONNECT request: its target, answered once the tunnel is up."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += client.recv(4096)
+    return head.split(b" ")[1].decode()
+
+
+def _socks5_handshake(client: socket.socket) -> str:
+    """A SOCKS5 greeting (no authentication) and CONNECT request (RFC 1928): its target."""
+    version, methods = _recv_exactly(client, 2)
+    assert version == 5 and 0 in _recv_exactly(client, methods)
+    client.sendall(b"\x05\x00")
+    version, command, _, kind = _recv_exactly(client, 4)
+    assert (version, command) == (5, 1)
+    if kind == 1:
+        host = socket.inet_ntoa(_recv_exactly(client, 4))
+    elif kind == 3:
+        host = _recv_exactly(client, _recv_exactly(client, 1)[0]).decode()
+    else:
+        host = socket.inet_ntop(socket.AF_INET6, _recv_exactly(client, 16))
+    port = int.from_bytes(_recv_exactly(client, 2), "big")
+    return f"{host}:{port}"
+
+
+_TUNNEL_UP = {
+    "http": b"HTTP/1.1 200 Connection established\r\n\r\n",
+    # Succeeded, bound to 0.0.0.0:0 (clients do not use the address).
+    "socks5": b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00",
+}
+
+
 @contextlib.contextmanager
-def connect_proxy() -> Iterator[tuple[str, list[str]]]:
-    """An HTTP CONNECT proxy on loopback: its URL, and the targets it tunnelled to."""
+def tunnel_proxy(scheme: str = "http") -> Iterator[tuple[str, list[str]]]:
+    """A proxy on loopback that tunnels (HTTP CONNECT, or SOCKS5 for "socks5"): its
+    URL, and the targets it tunnelled to."""
+    handshake = _socks5_handshake if scheme == "socks5" else _connect_handshake
     listener, port = _silent_listener()
     tunnels: list[str] = []
     workers: list[threading.Thread] = []
@@ -308,15 +352,17 @@ def connect_proxy() -> Iterator[tuple[str, list[str]]]:
                 client, _ = listener.accept()
             except OSError:  # closed: the test is over
                 return
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += client.recv(4096)
-            target = head.split(b" ")[1].decode()
+            opened.append(client)
+            try:
+                target = handshake(client)
+            except (OSError, AssertionError):  # not this protocol: hang up at once
+                client.close()
+                continue
             tunnels.append(target)
             host, _, target_port = target.rpartition(":")
             upstream = socket.create_connection((host, int(target_port)))
-            opened.extend((client, upstream))
-            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            opened.append(upstream)
+            client.sendall(_TUNNEL_UP[scheme])
             for a, b in ((client, upstream), (upstream, client)):
                 worker = threading.Thread(target=pipe, args=(a, b), daemon=True)
                 worker.start()
@@ -325,7 +371,7 @@ def connect_proxy() -> Iterator[tuple[str, list[str]]]:
     acceptor = threading.Thread(target=serve, daemon=True)
     acceptor.start()
     try:
-        yield f"http://127.0.0.1:{port}", tunnels
+        yield f"{scheme}://127.0.0.1:{port}", tunnels
     finally:
         # shutdown, not only close: it wakes the threads blocked in accept() and recv().
         for sock in (listener, *opened):
@@ -337,18 +383,26 @@ def connect_proxy() -> Iterator[tuple[str, list[str]]]:
             worker.join(5)
 
 
-def test_https_through_a_connect_proxy(tls_server: tuple[ScriptedServer, str]) -> None:
+@pytest.mark.parametrize("io_backend", ["httpx", "aiohttp"])
+@pytest.mark.parametrize("scheme", ["http", "socks5"])
+def test_https_through_a_tunnelling_proxy(
+    scheme: str, io_backend: str, tls_server: tuple[ScriptedServer, str]
+) -> None:
     server, ca_path = tls_server
     before = server.count
 
     async def main() -> str:
         async with AsyncOVOClient(
-            api_key=API_KEY, base_url=server.url, verify=ca_path, proxy=proxy
+            api_key=API_KEY,
+            base_url=server.url,
+            verify=ca_path,
+            proxy=proxy,
+            io_backend=io_backend,  # type: ignore[arg-type]
         ) as client:
             sent = await client.sms.send(to=TO, from_="OVO", message="via a tunnel")
             return sent.message_id
 
-    with connect_proxy() as (proxy, tunnels):
+    with tunnel_proxy(scheme) as (proxy, tunnels):
         assert asyncio.run(main()) == "sm_123"
         # Closed with the client, not left waiting for a TLS goodbye when the run ended.
         assert client_sockets_to(int(proxy.rsplit(":", 1)[1])) == 0
