@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import urllib.request
 from collections.abc import Mapping
@@ -39,6 +40,27 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+#: A host name as it goes on the wire (IDNA applied): letters, digits, '.', '-', '_'.
+_HOST_NAME = re.compile(r"[A-Za-z0-9._-]+").fullmatch
+
+
+def _check_host_and_port(url: httpx.URL, field: str) -> None:
+    """A host to connect to and a port in 1-65535, before any I/O: httpx accepts
+    `https://[bad` or `:99999`, and a port out of range failed deep in asyncio's
+    connect with an error that said the message may have been sent."""
+    host = url.raw_host.decode("ascii", "replace")
+    if host and not _HOST_NAME(host):
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValidationError(field, f"{host!r} is not a host name or IP address") from None
+    port = url.port
+    if port is not None and not 1 <= port <= 65535:
+        raise ValidationError(field, f"port {port} is not in 1-65535")
+
+
 def _check_base_url(base_url: str) -> str:
     if not isinstance(base_url, str):
         raise ValidationError("base_url", f"must be a str, got {type(base_url).__name__}")
@@ -57,6 +79,7 @@ def _check_base_url(base_url: str) -> str:
         )
     if not base_url.isascii() or not base_url.isprintable():
         raise ValidationError("base_url", f"{base_url!r} holds control or non-ASCII characters")
+    _check_host_and_port(url, "base_url")
     if url.scheme == "https" and url.host:
         return base_url
     if url.scheme == "http" and url.host and _is_loopback(url.host):
@@ -163,6 +186,9 @@ def _proxy(proxy: Any) -> httpx.Proxy | None:
         parsed = proxy if isinstance(proxy, httpx.Proxy) else httpx.Proxy(proxy)
     except Exception as exc:
         raise ValidationError("proxy", f"is not a usable proxy URL: {exc}") from None
+    if not parsed.url.host:
+        raise ValidationError("proxy", "has no host")
+    _check_host_and_port(parsed.url, "proxy")
     if _is_socks(parsed):
         import importlib.util
 

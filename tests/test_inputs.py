@@ -83,12 +83,37 @@ def test_good_default_headers_are_sent(api: respx.MockRouter) -> None:
         "https://user:s3cr3t@api.example.com/v1",
         "https://api.example.com/v1\r\n",
         "https://api.example.com/v\u00e9",
+        # Hosts and ports no connection can use: a port out of range failed deep in
+        # asyncio's connect, as an error that said the message may have been sent.
+        "http://127.0.0.1:99999/v1",
+        "https://api.example.com:0/v1",
+        "https://[bad/v1",
+        "https://a b/v1",
     ],
 )
 def test_base_url_without_userinfo_query_or_fragment(url: str) -> None:
     with pytest.raises(ValidationError) as info:
         AsyncOVOClient(api_key=API_KEY, base_url=url)
     assert info.value.field == "base_url"
+    assert "s3cr3t" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    [
+        "http://user:s3cr3t@proxy.example.com:99999",
+        "socks5://user:s3cr3t@127.0.0.1:99999",
+        "http://user:s3cr3t@proxy.example.com:0",
+        "http://user:s3cr3t@[bad",
+        "http://:3128",
+        "http://user:s3cr3t@a b:3128",
+    ],
+)
+@pytest.mark.parametrize("io_backend", ["httpx", "aiohttp"])
+def test_proxy_host_and_port_are_checked(proxy: str, io_backend: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        AsyncOVOClient(api_key=API_KEY, proxy=proxy, io_backend=io_backend)  # type: ignore[arg-type]
+    assert info.value.field == "proxy"
     assert "s3cr3t" not in str(info.value)
 
 
