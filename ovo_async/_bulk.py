@@ -106,6 +106,9 @@ logger = logging.getLogger("ovo_async")
 #: Requests in flight by default: batches of 100 need few; single sends need more.
 DEFAULT_BATCH_CONCURRENCY = 4
 DEFAULT_SINGLE_CONCURRENCY = 20
+#: Most requests in flight: each is a task started up front, and the SDK's pool holds
+#: 100 connections, so more only queues (10**9 would start a billion tasks and hang).
+MAX_CONCURRENCY = 10_000
 #: Longest idempotency_prefix: keys are `{prefix}-{identity}` within 255 characters.
 MAX_PREFIX = 200
 
@@ -291,8 +294,15 @@ class AsyncBulkRun:
             concurrency = (
                 DEFAULT_SINGLE_CONCURRENCY if batch_size is None else DEFAULT_BATCH_CONCURRENCY
             )
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ValidationError("concurrency", f"must be a positive int, got {concurrency!r}")
+        if (
+            isinstance(concurrency, bool)
+            or not isinstance(concurrency, int)
+            or not 1 <= concurrency <= MAX_CONCURRENCY
+        ):
+            raise ValidationError(
+                "concurrency",
+                f"must be None or an int from 1 to {MAX_CONCURRENCY}, got {concurrency!r}",
+            )
         if rate_limit is not None:
             from ._validation import seconds
 

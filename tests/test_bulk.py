@@ -275,6 +275,8 @@ async def test_batch_items_map_back_to_their_inputs(respx_mock: respx.MockRouter
     ("kwargs", "field"),
     [
         ({"concurrency": 0}, "concurrency"),
+        # A task per request in flight, started up front: this many would hang the run.
+        ({"concurrency": 10**9}, "concurrency"),
         ({"batch_size": 1001}, "batch_size"),
         ({"batch_size": 0}, "batch_size"),
         ({"rate_limit": -1}, "rate_limit"),
