@@ -323,8 +323,8 @@ class AsyncBulkRun:
             raise ValidationError("idempotency_prefix", f"must be at most {MAX_PREFIX} characters")
         if key is not None and not callable(key):
             raise ValidationError("key", f"must be a function item -> str, got {key!r}")
-        if journal is not None and not isinstance(journal, (str, os.PathLike)):
-            raise ValidationError("journal", f"must be a file path, got {type(journal).__name__}")
+        if journal is not None:
+            _check_journal_path(journal)
         engine = _Engine(
             sms,
             messages,
@@ -890,6 +890,26 @@ class _Engine:
             sent, failed = self.progress.sent, self.progress.failed
             await self._send(members, endpoint, recorded=(request_id, key))
             self.progress.sent, self.progress.failed = sent, failed
+
+
+def _check_journal_path(journal: object) -> None:
+    """A file a later run can open again: not "" or ":memory:" (SQLite would give a
+    journal that vanishes with the run), no NUL, nothing the file system cannot name."""
+    if not isinstance(journal, (str, os.PathLike)):
+        raise ValidationError("journal", f"must be a file path, got {type(journal).__name__}")
+    path = os.fspath(journal)
+    if not isinstance(path, str):
+        raise ValidationError("journal", f"must be a str path, got {type(path).__name__}")
+    if path in ("", ":memory:"):
+        raise ValidationError(
+            "journal", f"must be a file path, got {path!r}: a run could not resume from it"
+        )
+    try:
+        if "\x00" in path:
+            raise ValueError
+        os.fsencode(path)
+    except (ValueError, UnicodeError):
+        raise ValidationError("journal", f"{path!r:.80} is not a usable file name") from None
 
 
 def _add(seen: set[str], identity: str) -> bool:

@@ -372,11 +372,26 @@ async def test_a_journal_in_a_missing_directory_is_a_clear_error(tmp_path: Path)
             await run(client, numbered(2), journal=tmp_path / "no" / "such" / "j.sqlite")
 
 
-@pytest.mark.parametrize("bad", [3, ["j"], object()])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        3,
+        ["j"],
+        object(),
+        b"j.sqlite",
+        # SQLite takes these as a journal that vanishes with the run: nothing to resume.
+        "",
+        ":memory:",
+        # os.open's ValueError / UnicodeEncodeError, not a ValidationError, came out.
+        "j\x00.sqlite",
+        "j\ud800.sqlite",
+    ],
+)
 def test_journal_must_be_a_path(bad: Any) -> None:
     client = AsyncOVOClient(api_key="k")
-    with pytest.raises(ValidationError, match="journal"):
+    with pytest.raises(ValidationError) as info:
         client.sms.send_many([], journal=bad)
+    assert info.value.field == "journal"
 
 
 async def test_a_journal_failing_mid_run_stops_the_run_with_an_ovo_error(tmp_path: Path) -> None:
