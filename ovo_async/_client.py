@@ -304,7 +304,7 @@ class AsyncOVOClient:
         api_key = None
         key = _checked_key(held, from_env=from_env, given=given)
         if io_backend not in ("httpx", "aiohttp"):
-            raise OVOError(f"io_backend must be 'httpx' or 'aiohttp', got {io_backend!r}")
+            raise ValidationError("io_backend", f"must be 'httpx' or 'aiohttp', got {io_backend!r}")
         if io_backend == "aiohttp" and (http_client is not None or transport is not None):
             raise OVOError("io_backend='aiohttp' is for the SDK's own pool, not with transport")
         if http_client is not None and transport is not None:

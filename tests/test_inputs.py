@@ -98,6 +98,13 @@ def test_base_url_without_userinfo_query_or_fragment(url: str) -> None:
     assert "s3cr3t" not in str(info.value)
 
 
+@pytest.mark.parametrize("io_backend", ["trio", "", "HTTPX", 5, None])
+def test_io_backend_is_checked(io_backend: Any) -> None:
+    with pytest.raises(ValidationError) as info:
+        AsyncOVOClient(api_key=API_KEY, io_backend=io_backend)
+    assert info.value.field == "io_backend"
+
+
 @pytest.mark.parametrize(
     "proxy",
     [
