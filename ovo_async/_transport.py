@@ -154,9 +154,18 @@ _NOT_SENT = (
 )
 
 
+def _reached(exc: Exception) -> bool:
+    """Whether a request that failed with `exc` may have reached the server."""
+    if isinstance(exc, _NOT_SENT):
+        return False
+    # socksio's errors come only from the SOCKS handshake, before the request is sent;
+    # httpcore lets its ProtocolError (a malformed reply) through unmapped.
+    return not type(exc).__module__.startswith("socksio")
+
+
 def _connection_error(exc: Exception, method: str) -> APIConnectionError:
     """Any failure to get an answer, from httpx or from a library under it."""
-    reached = not isinstance(exc, _NOT_SENT)
+    reached = _reached(exc)
     text = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         return APITimeoutError(
@@ -565,7 +574,7 @@ class Transport:
         if self.pool.closed:
             return APIConnectionError(
                 "the client was closed while this request was in flight",
-                may_have_been_sent=fate(method, reached=not isinstance(exc, _NOT_SENT)),
+                may_have_been_sent=fate(method, reached=_reached(exc)),
             )
         return _connection_error(exc, method)
 

@@ -330,9 +330,12 @@ _TUNNEL_UP = {
 
 
 @contextlib.contextmanager
-def tunnel_proxy(scheme: str = "http") -> Iterator[tuple[str, list[str]]]:
+def tunnel_proxy(
+    scheme: str = "http", answer: bytes | None = None
+) -> Iterator[tuple[str, list[str]]]:
     """A proxy on loopback that tunnels (HTTP CONNECT, or SOCKS5 for "socks5"): its
-    URL, and the targets it tunnelled to."""
+    URL, and the targets it was asked for. With `answer`, it answers each handshake
+    with those bytes and hangs up instead."""
     handshake = _socks5_handshake if scheme == "socks5" else _connect_handshake
     listener, port = _silent_listener()
     tunnels: list[str] = []
@@ -359,6 +362,10 @@ def tunnel_proxy(scheme: str = "http") -> Iterator[tuple[str, list[str]]]:
                 client.close()
                 continue
             tunnels.append(target)
+            if answer is not None:
+                client.sendall(answer)
+                client.close()
+                continue
             host, _, target_port = target.rpartition(":")
             upstream = socket.create_connection((host, int(target_port)))
             opened.append(upstream)
@@ -409,3 +416,21 @@ def test_https_through_a_tunnelling_proxy(
     assert tunnels == [server.url.split("/")[2]]
     assert server.count == before + 1
     assert json.loads(server.received[-1].body)["message"] == "via a tunnel"
+
+
+@pytest.mark.parametrize("io_backend", ["httpx", "aiohttp"])
+async def test_a_malformed_socks_reply_means_not_sent(io_backend: str) -> None:
+    # httpcore lets socksio's ProtocolError through unmapped; it can only come from the
+    # handshake, before the request could leave.
+    with tunnel_proxy("socks5", answer=b"not a SOCKS reply") as (proxy, asked):
+        async with AsyncOVOClient(
+            api_key=API_KEY,
+            base_url="https://127.0.0.1:9/v1",
+            proxy=proxy,
+            io_backend=io_backend,  # type: ignore[arg-type]
+            max_retries=0,
+        ) as client:
+            with pytest.raises(APIConnectionError) as info:
+                await client.sms.send(to=TO, from_="OVO", message="never sent")
+    assert asked == ["127.0.0.1:9"]
+    assert info.value.may_have_been_sent is False
