@@ -56,6 +56,7 @@ from ._errors import (
 )
 from ._journal import (
     ACCEPTED,
+    DAMAGE,
     FAILED,
     UNKNOWN,
     Journal,
@@ -63,6 +64,7 @@ from ._journal import (
     Taken,
     accepted_fields,
     batch_digest,
+    damaged,
     error_from_json,
     error_to_json,
 )
@@ -538,24 +540,16 @@ class _Engine:
                 to_send.append(member)
                 continue
             state, outcome, _run = row
-            if state == ACCEPTED and outcome is not None:
-                message_id, status, created_at = accepted_fields(outcome)
-                sent = SentMessage(
-                    message_id=message_id,
-                    status=_serde.status(status),
-                    to=request.to,
-                    from_=request.from_ or "",
-                    created_at=_serde.parse_datetime(created_at),
-                )
-                outcomes.append(self._outcome(index, request, sent, None, replayed=True))
-                claimed.append(identity)
-            elif state == UNKNOWN and outcome is not None:
-                outcomes.append(
-                    self._outcome(index, request, None, error_from_json(outcome), replayed=True)
-                )
-                claimed.append(identity)
-            else:  # failed and provably not sent (or never settled): send it again
+            try:
+                replayed = _replayed(state, outcome, request)
+            except DAMAGE as exc:
+                raise damaged(journal.path, exc) from None
+            if replayed is None:  # failed and provably not sent (or never settled): again
                 to_send.append(member)
+                continue
+            sent, error = replayed
+            outcomes.append(self._outcome(index, request, sent, error, replayed=True))
+            claimed.append(identity)
         if claimed:
             # Replayed in this run: an equal message later in the input is the next one.
             journal.claim(claimed)
@@ -881,15 +875,40 @@ class _Engine:
                 journal.settle(request_id, [(UNKNOWN, error_to_json(error))] * len(identities))
                 continue
             members: list[_Member] = []
-            for position, (fields, identity) in enumerate(zip(rows, identities, strict=True)):
-                to, from_, message, callback_url = fields
-                request = SMSRequest(to=to, from_=from_, message=message, callback_url=callback_url)
-                members.append((-1 - position, None, request, identity))
+            try:
+                for position, (fields, identity) in enumerate(zip(rows, identities, strict=True)):
+                    to, from_, message, callback_url = fields
+                    request = SMSRequest(
+                        to=to, from_=from_, message=message, callback_url=callback_url
+                    )
+                    members.append((-1 - position, None, request, identity))
+            except DAMAGE as exc:
+                raise damaged(journal.path, exc) from None
             # Outcomes of these belong to identities, not to this run's inputs: the inputs
             # that carry them get them from the journal, as replays.
             sent, failed = self.progress.sent, self.progress.failed
             await self._send(members, endpoint, recorded=(request_id, key))
             self.progress.sent, self.progress.failed = sent, failed
+
+
+def _replayed(
+    state: str, outcome: str | None, request: SMSRequest
+) -> tuple[SentMessage | None, OVOError | None] | None:
+    """What an earlier run's journal says of a message: (sent, None) when accepted,
+    (None, error) when it may have been sent; None when it is to be sent (again)."""
+    if state == ACCEPTED and outcome is not None:
+        message_id, status, created_at = accepted_fields(outcome)
+        sent = SentMessage(
+            message_id=message_id,
+            status=_serde.status(status),
+            to=request.to,
+            from_=request.from_ or "",
+            created_at=_serde.parse_datetime(created_at),
+        )
+        return sent, None
+    if state == UNKNOWN and outcome is not None:
+        return None, error_from_json(outcome)
+    return None
 
 
 def _check_journal_path(journal: object) -> None:

@@ -30,11 +30,13 @@ from ._errors import OVOError
 from .models import SMSRequest
 
 __all__ = [
+    "DAMAGE",
     "Journal",
     "Occurrences",
     "Taken",
     "accepted_fields",
     "content_digest",
+    "damaged",
     "error_from_json",
     "error_to_json",
     "raw_digests",
@@ -144,8 +146,23 @@ def _journal_errors(method: Any) -> Any:
                 f"the journal {self.path!r} failed ({type(exc).__name__}: {exc}); the run "
                 "stopped so that nothing is sent unrecorded"
             ) from None
+        except DAMAGE as exc:
+            raise damaged(self.path, exc) from None
 
     return wrapper
+
+
+#: What decoding a journal's rows raises when they were changed outside the SDK.
+DAMAGE = (ValueError, TypeError, KeyError, IndexError, AttributeError)
+
+
+def damaged(path: str, exc: BaseException) -> OVOError:
+    """The error for a journal whose rows do not read back (edited, or another
+    program's file): the run stops, since it cannot tell what was sent."""
+    return OVOError(
+        f"the journal {path!r} is damaged ({type(exc).__name__}: {exc}); the run stopped, "
+        "since it cannot tell what that journal's requests sent"
+    )
 
 
 #: (state, outcome) of one message: outcome is [id, status, created_at] when accepted,
@@ -199,6 +216,9 @@ class Journal:
         except sqlite3.Error as exc:
             self._abandon()
             raise OVOError(f"cannot use {self.path!r} as a journal: {exc}") from None
+        except DAMAGE as exc:
+            self._abandon()
+            raise damaged(self.path, exc) from None
         except BaseException:
             self._abandon()
             raise

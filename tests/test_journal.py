@@ -394,6 +394,61 @@ def test_journal_must_be_a_path(bad: Any) -> None:
     assert info.value.field == "journal"
 
 
+FIRST = "(SELECT min(id) FROM requests)"
+
+
+@pytest.mark.parametrize(
+    ("damage", "retry_non_idempotent"),
+    [
+        (f"UPDATE requests SET outcomes = 'not json' WHERE id = {FIRST}", False),
+        (
+            "UPDATE requests SET outcomes = "
+            """'{"at": "2026-01-01T00:00:00Z", "ids": ["a"], "statuses": ["queued"]}' """
+            f"WHERE id = {FIRST}",
+            False,
+        ),
+        (f"UPDATE requests SET outcomes = '5' WHERE id = {FIRST}", False),
+        ("UPDATE meta SET v = 'abc' WHERE k = 'run'", False),
+        ("INSERT OR REPLACE INTO meta VALUES ('indexed', 'x')", False),
+        (f"UPDATE requests SET outcomes = NULL, body = 'xx' WHERE id = {FIRST}", True),
+        (f"UPDATE requests SET outcomes = NULL, body = '[[1, 2]]' WHERE id = {FIRST}", True),
+        # What a replay reads, once a second run has indexed the messages:
+        ("UPDATE messages SET outcome = 'garbage' WHERE state = 'accepted'", False),
+        ("UPDATE messages SET state = 'unknown', outcome = '[1]'", False),
+    ],
+    ids=[
+        "outcomes-not-json",
+        "outcomes-too-few",
+        "outcomes-not-a-list",
+        "run-not-a-number",
+        "indexed-not-a-number",
+        "in-flight-body-not-json",
+        "in-flight-body-too-few-rows",
+        "accepted-outcome-garbage",
+        "unknown-outcome-not-an-error",
+    ],
+)
+async def test_a_damaged_journal_stops_the_run_before_sending(
+    tmp_path: Path, damage: str, retry_non_idempotent: bool
+) -> None:
+    # Raw ValueError, TypeError or JSONDecodeError came out of send_many before.
+    journal = tmp_path / "j.sqlite"
+    fake = FakeOVO()
+    policy = RetryPolicy(max_retries=0, retry_non_idempotent=retry_non_idempotent)
+    async with client_for(fake, retry=policy) as client:
+        await run(client, numbered(20), journal=journal, batch_size=5)
+        if "messages" in damage:
+            await run(client, numbered(20), journal=journal, batch_size=5)  # indexes them
+        db = sqlite3.connect(journal)
+        db.executescript(damage)
+        db.close()
+        sent = len(fake.requests)
+        with pytest.raises(OVOError, match="is damaged") as info:
+            await run(client, numbered(25), journal=journal, batch_size=5)
+    assert str(journal) in str(info.value)
+    assert len(fake.requests) == sent
+
+
 async def test_a_journal_failing_mid_run_stops_the_run_with_an_ovo_error(tmp_path: Path) -> None:
     journal = tmp_path / "j.sqlite"
     fake = FakeOVO()
