@@ -110,12 +110,21 @@ def idempotency_key(field: str, value: Any) -> str | None:
     return value
 
 
+#: Longest message id taken: ids are short, and one goes into a URL path.
+MAX_MESSAGE_ID = 255
+
+
 def message_id(field: str, value: Any) -> str:
-    """A message id: a non-empty string that is not `.` or `..`."""
+    """A message id: 1-255 printable characters (no control characters or lone
+    surrogates), not `.` or `..`."""
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a string, got {type(value).__name__}")
-    if value in ("", ".", ".."):
-        raise ValidationError(field, f"must be a message id such as 'sm_123', got {_show(value)}")
+    if value in ("", ".", "..") or not value.isprintable() or len(value) > MAX_MESSAGE_ID:
+        raise ValidationError(
+            field,
+            f"must be a message id such as 'sm_123' (1-{MAX_MESSAGE_ID} printable "
+            f"characters), got {_show(value)}",
+        )
     return value
 
 

@@ -145,7 +145,10 @@ async def test_retrieve_encodes_id_as_one_segment(
     assert seen[0].url.raw_path.decode() == raw_path
 
 
-@pytest.mark.parametrize("bad_id", ["", ".", "..", None, 5])
+# A lone surrogate came out of urllib's quote() as a UnicodeEncodeError.
+@pytest.mark.parametrize(
+    "bad_id", ["", ".", "..", None, 5, "sm_\ud800", "sm\r\n1", "sm\x001", "x" * 256]
+)
 async def test_retrieve_refuses_bad_ids_without_request(
     api: respx.MockRouter, client: AsyncOVOClient, bad_id: Any
 ) -> None:
