@@ -13,6 +13,7 @@ from typing import Any
 
 from ._errors import ValidationError
 from ._serde import BodyMismatch, structure
+from ._validation import _SURROGATE_OR_NUL, message_id
 from .models import Message
 
 __all__ = ["MAX_CALLBACK_BYTES", "parse_status_callback"]
@@ -50,6 +51,35 @@ def parse_status_callback(body: bytes | str | Mapping[str, Any]) -> Message:
     else:
         raise ValidationError("body", f"must be bytes, str or a mapping, got {type(body).__name__}")
     try:
-        return structure(data, Message)
+        message = structure(data, Message)
     except BodyMismatch as exc:
         raise ValidationError("body", f"is not a status callback: {exc}") from None
+    _check_fields(message)
+    return message
+
+
+#: Most segments of one SMS (a concatenated message's part number is one byte).
+MAX_SEGMENTS = 255
+
+
+def _check_fields(message: Message) -> None:
+    """What no message OVO sent carries. A callback URL is public, so its body is
+    anyone's: an id with a line break would reach the caller's logs and lookups."""
+    try:
+        message_id("message_id", message.message_id)
+    except ValidationError as exc:
+        raise ValidationError("body", f"is not a status callback: {exc}") from None
+    texts = {"to": message.to, "from": message.from_, "status": str(message.status)}
+    for name, text in texts.items():
+        if not text.isprintable():
+            raise ValidationError(
+                "body", f"is not a status callback: {name} {text[:40]!r} holds control characters"
+            )
+    if _SURROGATE_OR_NUL.search(message.message):
+        raise ValidationError(
+            "body", "is not a status callback: message holds NUL or a lone surrogate"
+        )
+    if not 0 <= message.segments <= MAX_SEGMENTS:
+        raise ValidationError(
+            "body", f"is not a status callback: segments {message.segments} is not 0-{MAX_SEGMENTS}"
+        )

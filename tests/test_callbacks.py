@@ -68,6 +68,14 @@ MALFORMED: dict[str, Any] = {
     "huge": b" " * (2 * 1024 * 1024),
     "wrong_input_type": 42,
     "lone_surrogate_text": '{"message_id": "\ud800"}',
+    # A callback URL is public: fields no message OVO sent carries were taken as given.
+    "id_with_line_break": json.dumps(message_json(message_id="sm_1\r\nforged: yes")),
+    "empty_id": json.dumps(message_json(message_id="")),
+    "to_with_nul": json.dumps(message_json(to="+14155550123\u0000")),
+    "status_with_line_break": json.dumps(message_json(status="sent\nforged")),
+    "message_with_lone_surrogate": json.dumps(message_json(message="half \ud83d")),
+    "negative_segments": json.dumps(message_json(segments=-1)),
+    "huge_segments": json.dumps(message_json(segments=10**30)),
 }
 
 
