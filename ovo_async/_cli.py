@@ -80,17 +80,52 @@ class _Rows:
     def __init__(self, path: Path, template: str, to_column: str, sender: str | None) -> None:
         self.path, self.template, self.to_column, self.sender = path, template, to_column, sender
         self.stop_requested = False
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f), [])
-        missing = [c for c in [to_column, *_template_fields(template)] if c not in header]
-        if missing:
+        self.total = self._scan([to_column, *_template_fields(template)])
+
+    def _scan(self, needed: list[str]) -> int:
+        """Read the whole file once before anything is sent: its rows, or a usage error
+        for a file that would send wrong texts (a short row made "Hi {name}" into "Hi ")
+        or stop halfway (not UTF-8, a field past csv's limit)."""
+        path = self.path
+        rows = 0
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                reader = csv.reader(f)
+                header = next(reader, [])
+                missing = [c for c in needed if c not in header]
+                if missing:
+                    raise click.UsageError(
+                        f"{path} has no column {missing[0]!r} "
+                        f"(its columns: {', '.join(header) or 'none'})"
+                    )
+                twice = sorted({c for c in needed if header.count(c) > 1})
+                if twice:
+                    raise click.UsageError(
+                        f"{path} has the column {twice[0]!r} more than once: "
+                        "rename one, so that it is clear which to use"
+                    )
+                last = max(header.index(c) for c in needed)
+                for row in reader:
+                    if not row:  # a blank line: DictReader skips it too
+                        continue
+                    rows += 1
+                    if len(row) <= last:
+                        short = [c for c in needed if header.index(c) >= len(row)]
+                        raise click.UsageError(
+                            f"{path} row {rows} has {len(row)} of the header's "
+                            f"{len(header)} fields: no {short[0]!r}. Nothing was sent"
+                        )
+        except UnicodeDecodeError as exc:
             raise click.UsageError(
-                f"{path} has no column {missing[0]!r} (its columns: {', '.join(header) or 'none'})"
-            )
+                f"{path} is not UTF-8 text (it holds byte {exc.object[exc.start]:#04x}); save "
+                'it as UTF-8 ("CSV UTF-8" in Excel). Nothing was sent'
+            ) from None
+        except csv.Error as exc:
+            raise click.UsageError(f"{path} row {rows + 1}: {exc}. Nothing was sent") from None
+        return rows
 
     def count(self) -> int:
-        with self.path.open(newline="", encoding="utf-8-sig") as f:
-            return sum(1 for _ in csv.DictReader(f))
+        return self.total
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         with self.path.open(newline="", encoding="utf-8-sig") as f:

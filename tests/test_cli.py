@@ -164,6 +164,43 @@ def test_exit_status_zero_when_all_sent_and_two_for_usage(
     assert ovo("status", "sm_nope").returncode == 1
 
 
+GOOD_ROWS = "+14155550100,First,0\n+14155550101,Second,1\n"
+MALFORMED_CSV: dict[str, bytes] = {
+    # A short row: "Hi {name}" went out as "Hi , your code is ".
+    "short_row": f"to,name,code\n{GOOD_ROWS}+14155550124\n".encode(),
+    # Which "to" was used depended on DictReader keeping the last.
+    "column_twice": b"to,to,name,code\n+14155550123,+14155550124,Ann,1\n",
+    # These stopped the run halfway with a traceback.
+    "latin_1": f"to,name,code\n{GOOD_ROWS}+14155550123,Jos\u00e9,1\n".encode("latin-1"),
+    "huge_field": f"to,name,code\n{GOOD_ROWS}+14155550123,Ann,".encode() + b"9" * 200_000,
+}
+
+
+def test_a_malformed_csv_is_a_usage_error_before_anything_is_sent(
+    served: tuple[FakeOVO, dict[str, str]], tmp_path: Path
+) -> None:
+    fake, env = served
+    runs = {}
+    for name, content in MALFORMED_CSV.items():
+        campaign = tmp_path / f"{name}.csv"
+        campaign.write_bytes(content)
+        # All at once: each is a process start.
+        runs[name] = subprocess.Popen(
+            send_many(campaign),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+    for name, proc in runs.items():
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2, (name, err)
+        assert f"{name}.csv" in err and "Traceback" not in err, (name, err)
+    # Not even the good rows before the bad one.
+    assert fake.messages == []
+
+
 def test_ctrl_c_halfway_then_the_same_journal_finishes_without_sending_twice(
     served: tuple[FakeOVO, dict[str, str]], tmp_path: Path
 ) -> None:
