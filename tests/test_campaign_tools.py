@@ -47,6 +47,13 @@ def test_wait_until_final_times_out_in_the_blocking_face_too() -> None:
         for bad in (0, -1, float("nan"), float("inf")):
             with pytest.raises(ValidationError):
                 client.sms.wait_until_final(sent.message_id, timeout=bad)
+        polls = len(fake.requests)
+        # 1e-9 polled thousands of times a second, against the account's rate limit.
+        for bad in (0, float("nan"), 1e-9):
+            with pytest.raises(ValidationError) as info:
+                client.sms.wait_until_final(sent.message_id, interval=bad, timeout=0.2)
+            assert info.value.field == "interval"
+        assert len(fake.requests) == polls
 
 
 def test_estimate_counts_without_sending() -> None:

@@ -30,6 +30,8 @@ T = TypeVar("T")
 _SENT = _serde.parser(SentMessage)
 _BATCH = _serde.parser(BatchResult)
 _MESSAGE = _serde.parser(Message)
+#: Shortest wait between `wait_until_final` polls, in seconds.
+MIN_POLL_INTERVAL = 0.01
 
 
 class AsyncSMS:
@@ -215,6 +217,11 @@ class AsyncSMS:
         v.message_id("message_id", message_id)
         limit = v.seconds("timeout", timeout, allow_zero=False)
         every = v.seconds("interval", interval, allow_zero=False)
+        if every < MIN_POLL_INTERVAL:
+            # interval=1e-9 polled thousands of times a second, against the account's limit.
+            raise ValidationError(
+                "interval", f"must be at least {MIN_POLL_INTERVAL} s between polls, got {every!r}"
+            )
         import anyio  # on first use: `import ovo_async` does not load anyio
 
         deadline = anyio.current_time() + limit
