@@ -283,28 +283,13 @@ class AsyncBulkRun:
             raise ValidationError(
                 "messages", f"must be an iterable of messages, got {type(messages).__name__}"
             )
-        if batch_size is not None and (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, int)
-            or not 1 <= batch_size <= MAX_BATCH_SIZE
-        ):
-            raise ValidationError(
-                "batch_size",
-                f"must be None or an int from 1 to {MAX_BATCH_SIZE}, got {batch_size!r}",
-            )
+        if batch_size is not None:
+            _check_count("batch_size", batch_size, MAX_BATCH_SIZE)
         if concurrency is None:
             concurrency = (
                 DEFAULT_SINGLE_CONCURRENCY if batch_size is None else DEFAULT_BATCH_CONCURRENCY
             )
-        if (
-            isinstance(concurrency, bool)
-            or not isinstance(concurrency, int)
-            or not 1 <= concurrency <= MAX_CONCURRENCY
-        ):
-            raise ValidationError(
-                "concurrency",
-                f"must be None or an int from 1 to {MAX_CONCURRENCY}, got {concurrency!r}",
-            )
+        _check_count("concurrency", concurrency, MAX_CONCURRENCY)
         if rate_limit is not None:
             from ._validation import seconds
 
@@ -909,6 +894,12 @@ def _replayed(
     if state == UNKNOWN and outcome is not None:
         return None, error_from_json(outcome)
     return None
+
+
+def _check_count(field: str, value: object, most: int) -> None:
+    """An optional count: None (the default) or an int (not a bool) from 1 to `most`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise ValidationError(field, f"must be None or an int from 1 to {most}, got {value!r}")
 
 
 def _check_journal_path(journal: object) -> None:
