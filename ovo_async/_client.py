@@ -117,9 +117,10 @@ class _Connection:
         env_proxy = not loopback and self.proxy is None and _proxies_configured()
         if transport is None and not env_proxy:
             options: dict[str, Any] = {"verify": self.tls, "proxy": self.proxy}
-            # aiohttp has no SOCKS: it would send an HTTP CONNECT to the SOCKS proxy. httpx's
-            # pool speaks SOCKS, so a SOCKS proxy gets it whatever the io_backend.
-            if self.io_backend == "aiohttp" and not _is_socks(self.proxy):
+            # Through a proxy, httpx's pool whatever the io_backend: aiohttp has no SOCKS
+            # (it sent an HTTP CONNECT to a SOCKS proxy), and only httpx's pool can tell a
+            # tunnel that failed (not sent) from a request that lost its answer.
+            if self.io_backend == "aiohttp" and self.proxy is None:
                 try:
                     transport = AiohttpIO(DEFAULT_LIMITS, **options)
                 except ImportError:

@@ -33,6 +33,64 @@ __all__ = ["SHARD_SIZE", "AiohttpIO", "Answer", "CoreAnswer", "NotBuilt", "Shard
 SHARD_SIZE = 5
 
 
+def _tunnel_failures_not_sent(core: Any) -> None:
+    """Make a proxy pool's failures before its tunnel is up say "not sent".
+
+    Through an HTTP proxy, an https request goes out only after CONNECT was answered 2xx
+    and TLS was made through the tunnel. httpcore raises what goes wrong before that (the
+    proxy hangs up, answers garbage, stalls) as the same errors as a request that went
+    out and lost its answer, so the SDK would say the message may have been sent and not
+    retry it. Here those become `ProxyError` (or `ConnectTimeout`), which mean not sent.
+    """
+    import httpcore
+
+    tunnel = _tunnel_class()
+    if tunnel is None or not isinstance(core, httpcore.AsyncHTTPProxy):
+        return
+    plain = tunnel.__base__
+    pool: Any = core  # its create_connection is replaced on this one object
+    make = pool.create_connection
+
+    def create_connection(origin: Any) -> Any:
+        connection = make(origin)
+        if type(connection) is plain:
+            connection.__class__ = tunnel
+        return connection
+
+    pool.create_connection = create_connection
+
+
+@functools.cache
+def _tunnel_class() -> type | None:
+    """httpcore's tunnel, raising what fails before it is up as not sent; None for an
+    httpcore without one (its errors then stay as they are)."""
+    import httpcore
+
+    try:
+        from httpcore._async.http_proxy import AsyncTunnelHTTPConnection
+    except ImportError:  # pragma: no cover - another httpcore
+        return None
+
+    class Tunnel(AsyncTunnelHTTPConnection):
+        async def handle_async_request(self, request: Any) -> Any:
+            try:
+                return await super().handle_async_request(request)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout, httpcore.ProxyError):
+                raise  # not sent already
+            except httpcore.TimeoutException as exc:
+                if self._connected:
+                    raise
+                raise httpcore.ConnectTimeout(f"the proxy's tunnel timed out: {exc}") from exc
+            except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
+                if self._connected:
+                    raise
+                raise httpcore.ProxyError(
+                    f"the proxy failed before the tunnel was up: {str(exc) or type(exc).__name__}"
+                ) from exc
+
+    return Tunnel
+
+
 class _Shard:
     """One small httpx pool and the requests of ours it is serving."""
 
@@ -87,6 +145,8 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             from ._sockets import NetworkBackend
 
             core._network_backend = NetworkBackend()
+        if self._kwargs.get("proxy") is not None:
+            _tunnel_failures_not_sent(core)
         return transport
 
     @property

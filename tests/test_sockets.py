@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from ovo_async import APIConnectionError, AsyncOVOClient
+from ovo_async import APIConnectionError, AsyncOVOClient, RetryPolicy
 
 from .conftest import API_KEY, message_json, sent_json
-from .loopback import Reply, ScriptedServer, scripted_server
+from .loopback import DROP, Reply, ScriptedServer, scripted_server
 from .test_cancel import client_sockets_to
 
 TO = "+14155550123"
@@ -434,3 +434,54 @@ async def test_a_malformed_socks_reply_means_not_sent(io_backend: str) -> None:
                 await client.sms.send(to=TO, from_="OVO", message="never sent")
     assert asked == ["127.0.0.1:9"]
     assert info.value.may_have_been_sent is False
+
+
+@pytest.mark.parametrize("io_backend", ["httpx", "aiohttp"])
+@pytest.mark.parametrize(
+    "answer",
+    [b"", b"\x00\x01 not HTTP\r\n\r\n", b"HTTP/1.1 200 Connection established\r\n\r\n"],
+    ids=["hangs-up", "garbage", "tunnel-then-hang-up"],
+)
+async def test_a_tunnel_that_fails_before_it_is_up_means_not_sent(
+    answer: bytes, io_backend: str
+) -> None:
+    # A proxy hanging up or answering garbage to CONNECT came out as the errors of a
+    # request that lost its answer: "may have been sent", and never retried.
+    with tunnel_proxy("http", answer=answer) as (proxy, asked):
+        async with AsyncOVOClient(
+            api_key=API_KEY,
+            base_url="https://127.0.0.1:9/v1",
+            proxy=proxy,
+            io_backend=io_backend,  # type: ignore[arg-type]
+            retry=RetryPolicy(max_retries=1, initial_backoff=0.01, max_backoff=0.01),
+        ) as client:
+            with pytest.raises(APIConnectionError) as info:
+                await client.sms.send(to=TO, from_="OVO", message="never sent")
+    assert info.value.may_have_been_sent is False
+    assert asked == ["127.0.0.1:9"] * 2  # not sent, so retried
+
+
+@pytest.mark.parametrize("io_backend", ["httpx", "aiohttp"])
+def test_a_request_lost_inside_a_working_tunnel_may_have_been_sent(
+    io_backend: str, tls_server: tuple[ScriptedServer, str]
+) -> None:
+    server, ca_path = tls_server
+    server.queue(DROP)  # reads the request, then hangs up without an answer
+
+    async def main() -> None:
+        async with AsyncOVOClient(
+            api_key=API_KEY,
+            base_url=server.url,
+            verify=ca_path,
+            proxy=proxy,
+            io_backend=io_backend,  # type: ignore[arg-type]
+            max_retries=0,
+            # The proxy does not pass the server's hang-up on: the read times out instead.
+            timeout=1.0,
+        ) as client:
+            await client.sms.send(to=TO, from_="OVO", message="lost answer")
+
+    with tunnel_proxy("http") as (proxy, _), pytest.raises(APIConnectionError) as info:
+        asyncio.run(main())
+    assert json.loads(server.received[-1].body)["message"] == "lost answer"
+    assert info.value.may_have_been_sent is True
