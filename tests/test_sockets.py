@@ -390,6 +390,24 @@ def tunnel_proxy(
             worker.join(5)
 
 
+def send_via(proxy: str, base_url: str, io_backend: str, message: str, **options: Any) -> str:
+    """One send through `proxy`, in an event loop of its own, without retries: its id."""
+
+    async def main() -> str:
+        async with AsyncOVOClient(
+            api_key=API_KEY,
+            base_url=base_url,
+            proxy=proxy,
+            io_backend=io_backend,  # type: ignore[arg-type]
+            max_retries=0,
+            **options,
+        ) as client:
+            sent = await client.sms.send(to=TO, from_="OVO", message=message)
+            return sent.message_id
+
+    return asyncio.run(main())
+
+
 @pytest.mark.parametrize("io_backend", ["httpx", "aiohttp"])
 @pytest.mark.parametrize("scheme", ["http", "socks5"])
 def test_https_through_a_tunnelling_proxy(
@@ -397,20 +415,9 @@ def test_https_through_a_tunnelling_proxy(
 ) -> None:
     server, ca_path = tls_server
     before = server.count
-
-    async def main() -> str:
-        async with AsyncOVOClient(
-            api_key=API_KEY,
-            base_url=server.url,
-            verify=ca_path,
-            proxy=proxy,
-            io_backend=io_backend,  # type: ignore[arg-type]
-        ) as client:
-            sent = await client.sms.send(to=TO, from_="OVO", message="via a tunnel")
-            return sent.message_id
-
     with tunnel_proxy(scheme) as (proxy, tunnels):
-        assert asyncio.run(main()) == "sm_123"
+        sent = send_via(proxy, server.url, io_backend, "via a tunnel", verify=ca_path)
+        assert sent == "sm_123"
         # Closed with the client, not left waiting for a TLS goodbye when the run ended.
         assert client_sockets_to(int(proxy.rsplit(":", 1)[1])) == 0
     assert tunnels == [server.url.split("/")[2]]
@@ -467,21 +474,8 @@ def test_a_request_lost_inside_a_working_tunnel_may_have_been_sent(
 ) -> None:
     server, ca_path = tls_server
     server.queue(DROP)  # reads the request, then hangs up without an answer
-
-    async def main() -> None:
-        async with AsyncOVOClient(
-            api_key=API_KEY,
-            base_url=server.url,
-            verify=ca_path,
-            proxy=proxy,
-            io_backend=io_backend,  # type: ignore[arg-type]
-            max_retries=0,
-            # The proxy does not pass the server's hang-up on: the read times out instead.
-            timeout=1.0,
-        ) as client:
-            await client.sms.send(to=TO, from_="OVO", message="lost answer")
-
     with tunnel_proxy("http") as (proxy, _), pytest.raises(APIConnectionError) as info:
-        asyncio.run(main())
+        # The proxy does not pass the server's hang-up on: the read times out instead.
+        send_via(proxy, server.url, io_backend, "lost answer", verify=ca_path, timeout=1.0)
     assert json.loads(server.received[-1].body)["message"] == "lost answer"
     assert info.value.may_have_been_sent is True
