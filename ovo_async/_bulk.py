@@ -74,7 +74,7 @@ from ._requests import _from_plain_dict as from_plain_dict
 from ._requests import _from_plain_dicts as from_plain_dicts
 from ._retry import RETRY_HOOKS
 from ._transport import check_timeout, new_idempotency_key
-from ._validation import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
+from ._validation import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, is_key_text
 from ._validation import idempotency_key as check_key
 from .models import (
     BulkOutcome,
@@ -581,17 +581,11 @@ class _Engine:
                 error = ValidationError("key", f"key(item) raised {type(exc).__name__}: {exc}")
                 outcomes.append(self._outcome(index, request, None, error))
                 continue
-            if (
-                not isinstance(identity, str)
-                or not identity
-                or len(identity) > MAX_PREFIX
-                or not identity.isascii()
-                or not identity.isprintable()
-            ):
+            if not is_key_text(identity, MAX_PREFIX):
                 error = ValidationError(
                     "key",
-                    f"key(item) must give 1-{MAX_PREFIX} printable ASCII characters, got "
-                    f"{identity!r:.60}",
+                    f"key(item) must give 1-{MAX_PREFIX} printable ASCII characters, not "
+                    f"starting or ending with a space, got {identity!r:.60}",
                 )
                 outcomes.append(self._outcome(index, request, None, error))
                 continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from ._errors import ValidationError
@@ -93,19 +93,29 @@ def callback_url(field: str, value: Any) -> str | None:
     return value
 
 
+def is_key_text(value: Any, most: int) -> TypeGuard[str]:
+    """Whether `value` can be (part of) an Idempotency-Key exactly as given: 1 to `most`
+    printable ASCII characters, not starting or ending with a space (a server strips
+    those from a header value, so " k" would name the same key as "k")."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= most
+        and value.isascii()
+        and value.isprintable()
+        and value[0] != " "
+        and value[-1] != " "
+    )
+
+
 def idempotency_key(field: str, value: Any) -> str | None:
-    """None, or a non-empty printable ASCII header value of at most 255 characters."""
+    """None, or a header value `is_key_text` accepts, of at most 255 characters."""
     if value is None:
         return None
-    if (
-        not isinstance(value, str)
-        or not value
-        or len(value) > 255
-        or not value.isascii()
-        or not value.isprintable()
-    ):
+    if not is_key_text(value, 255):
         raise ValidationError(
-            field, f"must be 1-255 printable ASCII characters, got {_show(value)}"
+            field,
+            "must be 1-255 printable ASCII characters, not starting or ending with a space, "
+            f"got {_show(value)}",
         )
     return value
 

@@ -281,6 +281,7 @@ async def test_batch_items_map_back_to_their_inputs(respx_mock: respx.MockRouter
         ({"batch_size": 0}, "batch_size"),
         ({"rate_limit": -1}, "rate_limit"),
         ({"idempotency_prefix": ""}, "idempotency_prefix"),
+        ({"idempotency_prefix": " campaign"}, "idempotency_prefix"),
     ],
 )
 def test_bad_parameters_raise_before_any_request(kwargs: dict[str, Any], field: str) -> None:

@@ -308,13 +308,15 @@ async def test_bad_caller_keys_are_outcomes_not_crashes() -> None:
     def key(item: Any) -> Any:
         if item["message"] == "boom":
             raise RuntimeError("no id")
-        return {"newline": "a\nb", "long": "x" * 500, "int": 3}.get(item["message"], "fine")
+        bad = {"newline": "a\nb", "long": "x" * 500, "int": 3, "space": "42 "}
+        return bad.get(item["message"], "fine")
 
-    items = [{"to": "+14155550001", "message": m} for m in ("boom", "newline", "long", "int", "ok")]
+    kinds = ("boom", "newline", "long", "int", "space", "ok")
+    items = [{"to": "+14155550001", "message": m} for m in kinds]
     async with client_for(fake) as client:
         outcomes = await run(client, items, key=key, idempotency_prefix="p", batch_size=None)
-    assert sorted(o.index for o in outcomes) == [0, 1, 2, 3, 4]
-    assert [o.ok for o in sorted(outcomes, key=lambda o: o.index)] == [False] * 4 + [True]
+    assert sorted(o.index for o in outcomes) == [0, 1, 2, 3, 4, 5]
+    assert [o.ok for o in sorted(outcomes, key=lambda o: o.index)] == [False] * 5 + [True]
 
 
 async def test_a_journal_serves_one_run_at_a_time(tmp_path: Path) -> None:

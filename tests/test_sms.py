@@ -269,6 +269,9 @@ async def test_batch_refuses_bad_callback_url(
         ({"callback_url": "javascript:alert(1)"}, "callback_url"),
         ({"idempotency_key": ""}, "idempotency_key"),
         ({"idempotency_key": "bad\nkey"}, "idempotency_key"),
+        # A server strips these from the header: " k" would be the key "k".
+        ({"idempotency_key": " key"}, "idempotency_key"),
+        ({"idempotency_key": "key "}, "idempotency_key"),
     ],
 )
 async def test_send_validation_names_field_before_any_request(
