@@ -276,7 +276,7 @@ def send_many(
                 out = results.open("w", newline="", encoding="utf-8")
                 writer = csv.writer(out)
                 writer.writerow(["row", "to", "message_id", "status", "error"])
-            prefix = f"ovo-{journal.stem}"[:60] if journal is not None else None
+            prefix = _key_prefix(journal) if journal is not None else None
             try:
                 run = client.sms.send_many(
                     rows,
@@ -318,6 +318,14 @@ def send_many(
         err=stopped,
     )
     sys.exit(0 if failed == 0 and not stopped else 1)
+
+
+def _key_prefix(journal: Path) -> str:
+    """The campaign's idempotency-key prefix, from its journal's name: the same name gives
+    the same keys. What a key cannot hold (non-ASCII, control characters) becomes "_",
+    and it never ends with a space: "kampagne-\u00fc.sqlite" was refused as a prefix."""
+    text = f"ovo-{journal.stem}"[:60]
+    return "".join(c if c.isascii() and c.isprintable() else "_" for c in text).rstrip()
 
 
 class _Display:

@@ -201,6 +201,32 @@ def test_a_malformed_csv_is_a_usage_error_before_anything_is_sent(
     assert fake.messages == []
 
 
+def test_any_journal_file_name_makes_a_usable_key_prefix(
+    served: tuple[FakeOVO, dict[str, str]], tmp_path: Path
+) -> None:
+    # The prefix came from the file name as is: "\u00fc" or a trailing space in it was
+    # refused as an idempotency_prefix, so the campaign could not run at all.
+    fake, env = served
+    campaign = tmp_path / "c.csv"
+    campaign.write_text("to,name,code\n+14155550123,Ann,1\n")
+    runs = [
+        subprocess.Popen(
+            [*send_many(campaign), "--journal", str(tmp_path / name)],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        for name in ("kampagne-\u00fc.sqlite", "my run .sqlite")
+    ]
+    for proc in runs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    keys = sorted(r.headers["idempotency-key"] for r in fake.requests if r.endpoint == "batch")
+    assert [key.rsplit("-b", 1)[0] for key in keys] == ["ovo-kampagne-_", "ovo-my run"]
+
+
 def test_ctrl_c_halfway_then_the_same_journal_finishes_without_sending_twice(
     served: tuple[FakeOVO, dict[str, str]], tmp_path: Path
 ) -> None:
