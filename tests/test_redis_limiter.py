@@ -180,6 +180,29 @@ def test_bad_arguments() -> None:
         RedisRateLimiter("http://127.0.0.1:1", rate=1)
 
 
+async def test_a_redis_that_does_not_answer_stops_the_run_with_an_ovo_error() -> None:
+    # redis-py's ConnectionError came out of send_many as it was.
+    from ovo_async import AsyncOVOClient
+    from ovo_async.contrib.redis import RedisRateLimiter
+    from ovo_async.testing import FakeOVO
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # a port of ours that nobody listens on
+    try:
+        port = closed.getsockname()[1]
+        limiter = RedisRateLimiter(f"redis://127.0.0.1:{port}/0", rate=100, name="down")
+        fake = FakeOVO()
+        items = [{"to": "+14155550123", "from": "OVO", "message": "held back"}]
+        async with AsyncOVOClient(api_key="k", transport=fake.transport()) as client:
+            with pytest.raises(OVOError, match="no answer from Redis") as info:
+                async for _ in client.sms.send_many(items, rate_limiter=limiter):
+                    pass
+    finally:
+        closed.close()
+    assert "'down'" in str(info.value)
+    assert fake.requests == []
+
+
 def test_without_the_extra_it_says_which_to_install() -> None:
     code = (
         "import sys; sys.modules['redis'] = None; sys.modules['redis.asyncio'] = None\n"

@@ -138,11 +138,20 @@ class RedisRateLimiter:
         """Wait for the fleet's gate, then for `n` messages' worth of tokens."""
         if self._pending:  # a pause this process asked for must be in Redis first
             await asyncio.gather(*list(self._pending), return_exceptions=True)
+        from redis.exceptions import RedisError
+
         script = self._script()
         while True:
-            wait_us = int(
-                await script(keys=self._keys, args=["acquire", self.rate, self.capacity, n])
-            )
+            try:
+                wait_us = int(
+                    await script(keys=self._keys, args=["acquire", self.rate, self.capacity, n])
+                )
+            except RedisError as exc:
+                # Not redis-py's own error: the run stops, as for any OVOError, and says why.
+                raise OVOError(
+                    f"the fleet rate limiter {self.name!r} got no answer from Redis "
+                    f"({type(exc).__name__}: {exc}); this request was not sent"
+                ) from exc
             if wait_us <= 0:
                 return
             await asyncio.sleep(wait_us / 1_000_000)
