@@ -164,3 +164,14 @@ def test_fleet_campaign_rate_pause_and_a_killed_worker(
     # And every message was paced, retries too (the workers log each grant).
     grants = (tmp_path / "grants").read_text().splitlines()
     assert sum(int(line.split()[1]) for line in grants) >= TOTAL
+
+
+@pytest.mark.parametrize("size", [0, -1, 1.5, True, "10", None])
+def test_shards_refuses_a_bad_size_at_once(size: Any) -> None:
+    # A ValueError came only when the first shard was taken, inside the caller's loop.
+    from ovo_async import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        shards([{"to": "+14155550123"}], size=size)
+    assert info.value.field == "size"
+    assert [len(s) for s in shards(range(5), size=2)] == [2, 2, 1]

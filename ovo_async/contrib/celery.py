@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from .._errors import ValidationError
 from .._retry import RetryPolicy
 
 __all__ = ["register", "send_shard", "shards", "worker_client"]
@@ -49,9 +50,14 @@ def worker_client(**options: Any) -> Any:
 
 
 def shards(items: Iterable[Any], size: int = 1000) -> Iterator[list[Any]]:
-    """Split a campaign into lists of `size` items for tasks (lazily)."""
+    """Split a campaign into lists of `size` items for tasks (lazily; a bad `size` is a
+    `ValidationError` at once, not at the first shard)."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
+        raise ValidationError("size", f"must be a positive int, got {size!r}")
+    return _shards(items, size)
+
+
+def _shards(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     shard: list[Any] = []
     for item in items:
         shard.append(item)
