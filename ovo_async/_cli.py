@@ -377,7 +377,13 @@ class _Display:
 
 
 @cli.command()
-@click.option("--port", default=8787, show_default=True, help="Port on 127.0.0.1 (0: any).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8787,
+    show_default=True,
+    help="Port on 127.0.0.1 (0: any).",
+)
 def fake(port: int) -> None:
     """Serve a fake OVO API on loopback, for trying things out (no real SMS).
 
@@ -388,7 +394,11 @@ def fake(port: int) -> None:
     from .testing import FakeOVO
 
     key = "sk_fake_key"
-    with FakeOVO(api_key=key).serve("127.0.0.1", port) as url:
+    with contextlib.ExitStack() as serving:
+        try:
+            url = serving.enter_context(FakeOVO(api_key=key).serve("127.0.0.1", port))
+        except RuntimeError as exc:  # the port is taken
+            raise click.ClickException(str(exc)) from None
         click.echo(f"OVO_BASE_URL={url}")
         click.echo(f"OVO_API_KEY={key}")
         click.echo("# serving a fake OVO API; Ctrl-C stops it", err=True)

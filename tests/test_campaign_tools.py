@@ -116,3 +116,9 @@ def test_fail_next_refuses_statuses_it_cannot_serve(status: Any) -> None:
 def test_fake_serves_on_loopback_only(host: str) -> None:
     with pytest.raises(ValueError, match="loopback"), FakeOVO().serve(host=host):
         pass
+
+
+@pytest.mark.parametrize("port", [65536, -1, 1.5, True, "8787"])
+def test_fake_refuses_a_port_that_does_not_exist(port: Any) -> None:
+    with pytest.raises(ValueError, match="port"), FakeOVO().serve(port=port):
+        pass

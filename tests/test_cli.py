@@ -8,6 +8,7 @@ import pty
 import random
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -358,6 +359,35 @@ def test_ovo_fake_prints_its_settings(tmp_path: Path) -> None:
         proc.communicate(timeout=15)
     assert lines[0].startswith("OVO_BASE_URL=http://127.0.0.1:")
     assert lines[1].startswith("OVO_API_KEY=")
+
+
+def test_ovo_fake_refuses_a_port_it_cannot_serve_on() -> None:
+    # 99999 served on some other port, silently; a taken port was a traceback.
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    expected = {"99999": 2, "-5": 2, str(taken.getsockname()[1]): 1}
+    runs = {
+        port: subprocess.Popen(
+            [*OVO, "fake", "--port", port],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for port in expected
+    }
+    try:
+        for port, proc in runs.items():
+            out, err = proc.communicate(timeout=30)
+            assert out == "" and "Traceback" not in err, (port, err)
+            assert proc.returncode == expected[port], (port, err)
+    finally:
+        taken.close()
+        for proc in runs.values():
+            if proc.poll() is None:  # one that served after all
+                proc.kill()
+                proc.communicate()
 
 
 @pytest.mark.parametrize("command", ["send", "send-many", "estimate", "status", "fake", "demo"])

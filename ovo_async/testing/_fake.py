@@ -210,6 +210,9 @@ class FakeOVO:
             loopback = False
         if not loopback:
             raise ValueError(f"FakeOVO serves on loopback only, not {host!r}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            # uvicorn took 65536 as "any port", and -5 as a failure to start.
+            raise ValueError(f"port must be an int from 0 (any) to 65535, got {port!r}")
 
         with serve(self, host, port) as url:
             yield url

@@ -41,7 +41,7 @@ def serve(fake: FakeOVO, host: str = "127.0.0.1", port: int = 0) -> Iterator[str
     deadline = time.monotonic() + 10
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"FakeOVO could not start on {host}:{port}")
+            raise RuntimeError(f"FakeOVO could not start on {host}:{port} (is the port taken?)")
         time.sleep(0.005)
     bound = server.servers[0].sockets[0].getsockname()[1]
     fake.use_real_time()
