@@ -122,7 +122,7 @@ class _Connection:
             # tunnel that failed (not sent) from a request that lost its answer.
             if self.io_backend == "aiohttp" and self.proxy is None:
                 try:
-                    transport = AiohttpIO(DEFAULT_LIMITS, **options)
+                    transport = AiohttpIO(DEFAULT_LIMITS, verify=self.tls)
                 except ImportError:
                     raise OVOError(
                         "io_backend='aiohttp' needs the aiohttp extra: "

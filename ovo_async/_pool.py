@@ -551,23 +551,23 @@ class AiohttpIO(httpx.AsyncBaseTransport):
 
     The SDK's own requests go through `exchange`, straight to aiohttp without httpx's
     request and response objects (a third of the cost of a call); anything else that
-    reaches it as an httpx transport still works.
+    reaches it as an httpx transport still works. Never behind a proxy: the client gives
+    a proxy to `ShardedTransport` whatever the io_backend.
     """
 
-    def __init__(self, limits: httpx.Limits, **kwargs: Any) -> None:
+    def __init__(self, limits: httpx.Limits, *, verify: ssl.SSLContext | None = None) -> None:
         from httpx_aiohttp import AiohttpTransport
 
-        kwargs.setdefault("verify", default_ssl_context())
-        self._aiohttp = AiohttpTransport(limits=limits, **kwargs)
-        self._fallback = ShardedTransport(limits, **kwargs)
-        self._direct = kwargs.get("proxy") is None
+        tls = verify if verify is not None else default_ssl_context()
+        self._aiohttp = AiohttpTransport(limits=limits, verify=tls)
+        self._fallback = ShardedTransport(limits, verify=tls)
         self._timeouts: dict[tuple[float | None, ...], Any] = {}
 
     def direct(self) -> bool:
-        """Whether `exchange` may be used now (asyncio, and no proxy to go through)."""
+        """Whether `exchange` may be used now (under asyncio)."""
         # An asyncio loop running in this thread: what sniffio would find, at a tenth of
         # its cost (trio runs no asyncio loop).
-        return self._direct and _asyncio_running() is not None
+        return _asyncio_running() is not None
 
     async def exchange(
         self,
