@@ -93,6 +93,35 @@ def stored(fake: FakeOVO) -> Counter[str]:
     return Counter(f"{m['to']}|{m['message']}" for m in fake.messages)
 
 
+def run_together(
+    commands: list[list[str]], env: dict[str, str] | None = None
+) -> list[tuple[int, str, str]]:
+    """Run commands at once (each is a process start): (exit status, stdout, stderr)
+    of each. Any still running when the test gives up is killed."""
+    procs = [
+        subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        for command in commands
+    ]
+    try:
+        results = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=60)
+            results.append((proc.returncode, out, err))
+        return results
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
 def test_a_campaign_sends_once_per_valid_row_and_reports_every_row(
     served: tuple[FakeOVO, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -181,22 +210,11 @@ def test_a_malformed_csv_is_a_usage_error_before_anything_is_sent(
     served: tuple[FakeOVO, dict[str, str]], tmp_path: Path
 ) -> None:
     fake, env = served
-    runs = {}
     for name, content in MALFORMED_CSV.items():
-        campaign = tmp_path / f"{name}.csv"
-        campaign.write_bytes(content)
-        # All at once: each is a process start.
-        runs[name] = subprocess.Popen(
-            send_many(campaign),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
-    for name, proc in runs.items():
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 2, (name, err)
+        (tmp_path / f"{name}.csv").write_bytes(content)
+    results = run_together([send_many(tmp_path / f"{name}.csv") for name in MALFORMED_CSV], env)
+    for name, (code, _, err) in zip(MALFORMED_CSV, results, strict=True):
+        assert code == 2, (name, err)
         assert f"{name}.csv" in err and "Traceback" not in err, (name, err)
     # Not even the good rows before the bad one.
     assert fake.messages == []
@@ -210,20 +228,10 @@ def test_any_journal_file_name_makes_a_usable_key_prefix(
     fake, env = served
     campaign = tmp_path / "c.csv"
     campaign.write_text("to,name,code\n+14155550123,Ann,1\n")
-    runs = [
-        subprocess.Popen(
-            [*send_many(campaign), "--journal", str(tmp_path / name)],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
-        for name in ("kampagne-\u00fc.sqlite", "my run .sqlite")
-    ]
-    for proc in runs:
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
+    names = ("kampagne-\u00fc.sqlite", "my run .sqlite")
+    commands = [[*send_many(campaign), "--journal", str(tmp_path / name)] for name in names]
+    for code, _, err in run_together(commands, env):
+        assert code == 0, err
     keys = sorted(r.headers["idempotency-key"] for r in fake.requests if r.endpoint == "batch")
     assert [key.rsplit("-b", 1)[0] for key in keys] == ["ovo-kampagne-_", "ovo-my run"]
 
@@ -367,27 +375,13 @@ def test_ovo_fake_refuses_a_port_it_cannot_serve_on() -> None:
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     expected = {"99999": 2, "-5": 2, str(taken.getsockname()[1]): 1}
-    runs = {
-        port: subprocess.Popen(
-            [*OVO, "fake", "--port", port],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        for port in expected
-    }
     try:
-        for port, proc in runs.items():
-            out, err = proc.communicate(timeout=30)
-            assert out == "" and "Traceback" not in err, (port, err)
-            assert proc.returncode == expected[port], (port, err)
+        results = run_together([[*OVO, "fake", "--port", port] for port in expected])
     finally:
         taken.close()
-        for proc in runs.values():
-            if proc.poll() is None:  # one that served after all
-                proc.kill()
-                proc.communicate()
+    for (port, code_wanted), (code, out, err) in zip(expected.items(), results, strict=True):
+        assert out == "" and "Traceback" not in err, (port, err)
+        assert code == code_wanted, (port, err)
 
 
 @pytest.mark.parametrize("command", ["send", "send-many", "estimate", "status", "fake", "demo"])
