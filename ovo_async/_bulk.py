@@ -64,6 +64,7 @@ from ._journal import (
     Taken,
     accepted_fields,
     batch_digest,
+    content_digest,
     damaged,
     error_from_json,
     error_to_json,
@@ -415,7 +416,7 @@ class _Engine:
         # Made here, on the running loop (the sync facade builds runs on its own thread).
         # Without a rate limit the pacer is still the gate that a 429 closes for all.
         self.pacer = self.rate_limiter or Pacer(self.rate_limit)
-        journal = Journal(self.journal_path) if self.journal_path is not None else None
+        journal = Journal(self.journal_path, self.prefix) if self.journal_path is not None else None
         self._journal = journal
         workers: list[_Worker] = []
         try:
@@ -515,6 +516,10 @@ class _Engine:
         known = journal.lookup([m[3] or "" for m in identified])
         if not known:
             return outcomes, identified
+        # Under a caller's key the journal also holds what the message said: a changed
+        # message under a recorded key is not that message, and is neither sent nor
+        # taken for sent.
+        recorded = journal.contents(list(known)) if self.key is not None else {}
         to_send: list[_Member] = []
         claimed: list[str] = []
         for member in identified:
@@ -523,6 +528,18 @@ class _Engine:
             row = known.get(identity)
             if row is None:
                 to_send.append(member)
+                continue
+            digest = recorded.get(identity)
+            if digest is not None and digest != content_digest(request):
+                changed = ValidationError(
+                    "key",
+                    f"{identity!r} is recorded in this journal for a message with other "
+                    "content (to, from, message or callback_url): it was not sent. Give "
+                    "the changed message a new key, or start a new campaign with a new "
+                    "journal",
+                )
+                outcomes.append(self._outcome(index, request, None, changed))
+                claimed.append(identity)
                 continue
             state, outcome, _run = row
             try:
@@ -646,11 +663,12 @@ class _Engine:
         endpoint: str,
         *,
         recorded: tuple[int, str] | None = None,
+        recorded_contents: list[str] | None = None,
     ) -> list[BulkOutcome]:
         """One request for `members`: paced, recorded before, settled after.
 
         `recorded` (row id, key) is given when re-sending a request an earlier run
-        recorded.
+        recorded (with `recorded_contents`, its caller-keyed members' content digests).
         """
         journal = self._journal
         if self.identify and endpoint == "batch" and recorded is None:
@@ -670,11 +688,13 @@ class _Engine:
                 # interpreter reads slots faster than attrgetter does.
                 rows = [(r.to, r.from_, r.message, r.callback_url) for r in requests]
                 identities = list(map(_IDENTITY, members))
-                row = journal.record(key, endpoint, _json.dumps_text(rows), identities)
+                contents = list(map(content_digest, requests)) if self.key is not None else None
+                row = journal.record(key, endpoint, _json.dumps_text(rows), identities, contents)
                 if self._taken is not None:
                     self._taken.stored(identities)
         token = RETRY_HOOKS.set(_Hooks(self.pacer, n))
         whole: _Whole | None = None
+        answered = True
         try:
             if endpoint == "send":
                 sent = await self._sms._send(requests[0], key, self.timeout)
@@ -685,16 +705,31 @@ class _Engine:
                 outcomes, whole = self._batch_outcomes(members, parts, key)
         except OVOError as exc:
             _pause_for(self.pacer, exc)
+            answered = _server_decided(exc)
             outcomes = [
                 self._outcome(index, request, None, exc) for index, _, request, _ in members
             ]
         except Exception as exc:
             error = _unexpected(exc, key)
+            answered = False
             outcomes = [
                 self._outcome(index, request, None, error) for index, _, request, _ in members
             ]
         finally:
             RETRY_HOOKS.reset(token)
+        if journal is not None and recorded is not None:
+            if not answered:
+                # The re-send of a request an earlier run left in flight got no answer
+                # that tells its fate (the server down, a 5xx, a 429): the earlier send
+                # may still have been acted on, so it stays in flight, unknown, for a
+                # later run to re-send with the same key; never "failed", never new keys.
+                journal.keep_unresolved(
+                    list(map(_IDENTITY, members)),
+                    error_to_json(_still_in_flight(outcomes[0].error, key)),
+                    recorded_contents,
+                )
+                return outcomes
+            journal.resettled(row)
         if journal is not None:
             if whole is not None:
                 # Accepted whole: the answer's own lists, not read back from outcomes.
@@ -842,7 +877,7 @@ class _Engine:
         may have been sent) and are not sent again.
         """
         resend = self._sms._transport.retry.retry_non_idempotent
-        for request_id, key, endpoint, rows, identities in journal.in_flight():
+        for request_id, key, endpoint, rows, identities, contents in journal.in_flight():
             if not resend:
                 error = APIConnectionError(
                     "in flight when an earlier run stopped: it may have been sent, so it is "
@@ -866,7 +901,9 @@ class _Engine:
             # Outcomes of these belong to identities, not to this run's inputs: the inputs
             # that carry them get them from the journal, as replays.
             sent, failed = self.progress.sent, self.progress.failed
-            await self._send(members, endpoint, recorded=(request_id, key))
+            await self._send(
+                members, endpoint, recorded=(request_id, key), recorded_contents=contents
+            )
             self.progress.sent, self.progress.failed = sent, failed
 
 
@@ -888,6 +925,33 @@ def _replayed(
     if state == UNKNOWN and outcome is not None:
         return None, error_from_json(outcome)
     return None
+
+
+#: Answers to a re-send that prove what the server does with that request whatever it
+#: did the first time: its body is refused (an identical body is refused again).
+_REFUSED_BODY = frozenset({400, 422})
+
+
+def _server_decided(error: OVOError) -> bool:
+    """Whether the server answered a request in a way that settles its fate: a 2xx it
+    could not be read from (it was acted on), or a refusal of its body. A connection
+    error, a timeout, a 5xx, 429, 401, 409 say nothing of an earlier send of it."""
+    if isinstance(error, APIResponseValidationError):
+        return True
+    return isinstance(error, APIError) and error.status_code in _REFUSED_BODY
+
+
+def _still_in_flight(error: OVOError | None, key: str) -> APIConnectionError:
+    """What a run reports for a message whose earlier send's fate is still unknown."""
+    cause = f"{type(error).__name__}: {error}" if error is not None else "no answer"
+    still = APIConnectionError(
+        "in flight when an earlier run stopped, and its re-send got no answer that tells "
+        f"its fate ({cause})"[:1000]
+        + "; it may have been sent: a later run re-sends it with the same key",
+        may_have_been_sent=True,
+    )
+    still.idempotency_key = key
+    return still
 
 
 def _check_count(field: str, value: object, most: int) -> None:

@@ -42,7 +42,13 @@ __all__ = [
     "raw_digests",
 ]
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
+#: Journals of this schema are brought up to date when opened (3 added the campaign
+#: prefix and the content digests beside caller keys).
+_UPGRADABLE = {"2"}
+
+#: `Journal(path)` without a prefix: to look at a journal, not to run its campaign.
+ANY = object()
 
 #: A message's state in the journal.
 IN_FLIGHT, ACCEPTED, UNKNOWN, FAILED = "in_flight", "accepted", "unknown", "failed"
@@ -171,10 +177,24 @@ Entry = tuple[str, Any]
 
 
 class Journal:
-    """The SQLite outbox of one `send_many` run. Use from one thread (the event loop's)."""
+    """The SQLite outbox of one campaign's `send_many` runs. Use from one thread (the
+    event loop's).
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    A journal belongs to the campaign of its first run: it records that run's
+    `idempotency_prefix`, and a run with another one is refused before anything is sent
+    (its keys would not be the campaign's, and its messages would be taken for the
+    campaign's replays).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], prefix: str | object | None = ANY) -> None:
         self.path = os.fspath(path)
+        #: Identities of requests an earlier run left in flight that this run could not
+        #: resolve (a re-send got no answer): (state, outcome, run), as `lookup` gives.
+        self.unresolved: dict[str, tuple[str, str | None, int]] = {}
+        self._claimed_unresolved: set[str] = set()
+        self._unresolved_contents: dict[str, str] = {}
+        #: The lowest row a re-send of this run settled: indexed again from there.
+        self._resettled: int | None = None
         self._lock = _exclusive_lock(self.path + ".lock")
         try:
             db = sqlite3.connect(self.path, isolation_level=None)
@@ -204,10 +224,15 @@ class Journal:
             version = db.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
             if version is None:
                 db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                _add_content_columns(db)
+            elif version[0] in _UPGRADABLE:
+                _add_content_columns(db)
+                db.execute("UPDATE meta SET v = ? WHERE k = 'schema'", (SCHEMA_VERSION,))
             elif version[0] != SCHEMA_VERSION:
                 raise OVOError(
                     f"journal {self.path!r} has schema {version[0]}, not {SCHEMA_VERSION}"
                 )
+            self._own(prefix)
             last = db.execute("SELECT v FROM meta WHERE k = 'run'").fetchone()
             self.run = int(last[0]) + 1 if last else 1
             db.execute("INSERT OR REPLACE INTO meta VALUES ('run', ?)", (str(self.run),))
@@ -222,6 +247,24 @@ class Journal:
         except BaseException:
             self._abandon()
             raise
+
+    def _own(self, prefix: str | object | None) -> None:
+        """Record the campaign's prefix on first use; refuse a run with another one
+        (`ANY`: a look at the journal, not a run)."""
+        if prefix is ANY:
+            return
+        db = self.db
+        row = db.execute("SELECT v FROM meta WHERE k = 'campaign'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('campaign', ?)", (json.dumps(prefix),))
+            return
+        recorded = json.loads(row[0])
+        if recorded != prefix:
+            raise OVOError(
+                f"the journal {self.path!r} belongs to the campaign with idempotency_prefix "
+                f"{recorded!r}, not {prefix!r}: nothing was sent. A new campaign needs a new "
+                "journal (its messages would be taken for that campaign's)"
+            )
 
     def _abandon(self) -> None:
         """Opening failed: release the connection (if made) and the lock."""
@@ -247,25 +290,42 @@ class Journal:
         db = self.db
         row = db.execute("SELECT v FROM meta WHERE k = 'indexed'").fetchone()
         done = int(row[0]) if row else 0
+        if self._resettled is not None:
+            # A request an earlier run left in flight, settled now by its re-send: its
+            # row lies below what was indexed, so the index is brought up from there.
+            done = min(done, self._resettled - 1)
+            self._resettled = None
         top = db.execute("SELECT max(id) FROM requests WHERE run <= ?", (through,)).fetchone()[0]
         if top is None or top <= done:
             return
         cursor = db.cursor()
         cursor.execute(
-            "SELECT members, outcomes, run FROM requests "
+            "SELECT members, outcomes, run, contents FROM requests "
             "WHERE id > ? AND id <= ? AND outcomes IS NOT NULL ORDER BY id",
             (done, top),
         )
 
-        def rows() -> Iterator[tuple[str, str, str, int]]:
-            for members, outcomes, run in cursor:
+        def rows() -> Iterator[tuple[str, str, str, int, str | None]]:
+            for members, outcomes, run, contents in cursor:
                 entries = _expand(_json.loads(outcomes))
-                for identity, (state, outcome) in zip(members.split("\n"), entries, strict=True):
-                    yield identity, state, outcome, run
+                identities = members.split("\n")
+                if len(entries) != len(identities):
+                    raise ValueError(f"{len(entries)} outcomes for {len(identities)} members")
+                digests: Iterable[str | None] = (
+                    contents.split("\n") if contents else itertools.repeat(None)
+                )
+                for identity, (state, outcome), content in zip(
+                    identities, entries, digests, strict=False
+                ):
+                    yield identity, state, outcome, run, content
 
         db.execute("BEGIN")
         try:
-            db.executemany("INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?)", rows())
+            db.executemany(
+                "INSERT OR REPLACE INTO messages (identity, state, outcome, run, content) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows(),
+            )
             db.execute("INSERT OR REPLACE INTO meta VALUES ('indexed', ?)", (str(top),))
             db.execute("COMMIT")
         except BaseException:
@@ -274,7 +334,8 @@ class Journal:
 
     @_journal_errors
     def lookup(self, identities: list[str]) -> dict[str, tuple[str, str | None, int]]:
-        """identity -> (state, outcome, run) for those earlier runs settled."""
+        """identity -> (state, outcome, run) for those earlier runs settled, and for
+        those still in flight from an earlier run (`unresolved`)."""
         if not self.history:
             return {}
         rows = self.db.execute(
@@ -282,16 +343,61 @@ class Journal:
             f"WHERE identity IN ({','.join('?' * len(identities))})",
             identities,
         ).fetchall()
-        return {identity: (state, outcome, run) for identity, state, outcome, run in rows}
+        found = {identity: (state, outcome, run) for identity, state, outcome, run in rows}
+        if self.unresolved:
+            for identity in identities:
+                entry = self.unresolved.get(identity)
+                if entry is not None:
+                    found[identity] = entry
+        return found
 
     @_journal_errors
-    def record(self, key: str, endpoint: str, body: str, members: list[str]) -> int:
-        """Before sending: the request and its members, committed. Returns its row id."""
+    def contents(self, identities: list[str]) -> dict[str, str]:
+        """identity -> the content digest recorded beside it (caller keys only)."""
+        rows = self.db.execute(
+            "SELECT identity, content FROM messages WHERE content IS NOT NULL "
+            f"AND identity IN ({','.join('?' * len(identities))})",
+            identities,
+        ).fetchall()
+        found: dict[str, str] = dict(rows)
+        for identity in identities:
+            digest = self._unresolved_contents.get(identity)
+            if digest is not None:
+                found[identity] = digest
+        return found
+
+    @_journal_errors
+    def record(
+        self,
+        key: str,
+        endpoint: str,
+        body: str,
+        members: list[str],
+        contents: list[str] | None = None,
+    ) -> int:
+        """Before sending: the request and its members (with caller keys, each one's
+        content digest too), committed. Returns its row id."""
         cursor = self.db.execute(
-            "INSERT INTO requests (key, endpoint, run, members, body) VALUES (?, ?, ?, ?, ?)",
-            (key, endpoint, self.run, "\n".join(members), body),
+            "INSERT INTO requests (key, endpoint, run, members, body, contents) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (key, endpoint, self.run, "\n".join(members), body, _joined(contents)),
         )
         return int(cursor.lastrowid or 0)
+
+    def keep_unresolved(
+        self, identities: list[str], outcome: str, contents: list[str] | None
+    ) -> None:
+        """A request an earlier run left in flight whose re-send got no answer: it stays
+        in flight in the file, and this run reports its messages as `outcome` (unknown)."""
+        for position, identity in enumerate(identities):
+            self.unresolved[identity] = (UNKNOWN, outcome, self.run - 1)
+            if contents:
+                self._unresolved_contents[identity] = contents[position]
+
+    def resettled(self, request: int) -> None:
+        """A request an earlier run left in flight got its answer in this run."""
+        if self._resettled is None or request < self._resettled:
+            self._resettled = request
 
     @_journal_errors
     def settle(self, request: int, entries: list[Entry]) -> None:
@@ -316,6 +422,9 @@ class Journal:
     def claim(self, identities: list[str]) -> None:
         """Mark replayed messages as taken by this run (for occurrence numbering)."""
         db = self.db
+        if self.unresolved:
+            # Not in the messages table: this run's claim on them is kept in memory.
+            self._claimed_unresolved.update(i for i in identities if i in self.unresolved)
         db.execute("BEGIN")
         try:
             db.executemany(
@@ -351,19 +460,29 @@ class Journal:
                 (start, start + "\U0010ffff", self.run),
             )
         found.update(identity for (identity,) in rows)
+        found.update(
+            identity
+            for identity in self._claimed_unresolved
+            if identity == start or (not exact and identity.startswith(start))
+        )
         return found
 
     @_journal_errors
-    def in_flight(self) -> list[tuple[int, str, str, Any, list[str]]]:
-        """Requests recorded but never answered (the process died).
+    def in_flight(self) -> list[tuple[int, str, str, Any, list[str], list[str] | None]]:
+        """Requests recorded but never answered (the process died, or a re-send of it
+        never reached the server).
 
         Each as (row id, key, endpoint, rows of [to, from, message, callback_url],
-        identities).
+        identities, content digests of caller-keyed members or None).
         """
         rows = self.db.execute(
-            "SELECT id, key, endpoint, body, members FROM requests WHERE outcomes IS NULL"
+            "SELECT id, key, endpoint, body, members, contents FROM requests "
+            "WHERE outcomes IS NULL ORDER BY id"
         ).fetchall()
-        return [(i, k, e, _json.loads(body), ids.split("\n")) for i, k, e, body, ids in rows]
+        return [
+            (i, k, e, _json.loads(body), ids.split("\n"), c.split("\n") if c else None)
+            for i, k, e, body, ids, c in rows
+        ]
 
     @_journal_errors
     def tally(self) -> collections.Counter[str]:
@@ -375,6 +494,18 @@ class Journal:
         for (members,) in self.db.execute("SELECT members FROM requests WHERE outcomes IS NULL"):
             counts[IN_FLIGHT] += len(members.split("\n"))
         return counts
+
+
+def _add_content_columns(db: sqlite3.Connection) -> None:
+    """Schema 3: content digests beside caller keys (NULL for content identities)."""
+    for table, column in (("requests", "contents"), ("messages", "content")):
+        names = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+        if column not in names:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+
+
+def _joined(contents: list[str] | None) -> str | None:
+    return "\n".join(contents) if contents else None
 
 
 def _expand(stored: Any) -> list[tuple[str, str]]:

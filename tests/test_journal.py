@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -94,6 +95,21 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     return lines
 
 
+def finished(path: Path, resend: bool) -> set[int]:
+    """Rows whose last outcome needs no re-run: sent, or unknown where nothing is re-sent
+    (with re-sends on, an unknown row is run again: its request is re-sent, same key)."""
+    latest = {r["row"]: r for r in read_results(path)}
+    return {row for row, r in latest.items() if r["ok"] or (r["unknown"] and not resend)}
+
+
+def dead_url() -> str:
+    """A loopback URL nothing listens on: every connect is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
 @pytest.fixture
 def served() -> Iterator[tuple[FakeOVO, str]]:
     fake = FakeOVO(latency=0.05)
@@ -111,17 +127,22 @@ def test_kill_nine_at_random_moments_then_resume(
     journal, results, todo = tmp_path / "j.sqlite", tmp_path / "results.jsonl", tmp_path / "todo"
     first_request = len(fake.requests)
     kills = 0
+    server_was_down = False
     while True:
-        done = {r["row"] for r in read_results(results)}
+        done = finished(results, resend)
         left = [r for r in rows if r["row"] not in done]
         rng.shuffle(left)  # the natural resume: what the results file lacks, in any order
         todo.write_text(json.dumps(left))
+        # Once, after a few kills, a resume runs while the server is down: what was in
+        # flight stays unknown (never "failed"), and nothing is sent under new keys.
+        down = kills == 3 and not server_was_down
+        server_was_down |= down
         proc = subprocess.Popen(
             [
                 sys.executable,
                 "-c",
                 CAMPAIGN,
-                url,
+                dead_url() if down else url,
                 str(journal),
                 str(results),
                 str(todo),
@@ -133,6 +154,10 @@ def test_kill_nine_at_random_moments_then_resume(
             text=True,
         )
         try:
+            if down:
+                _, err = proc.communicate(timeout=60)
+                assert proc.returncode == 0, err
+                continue
             if kills < 10 and len(left) > 1:
                 # Kill after a random number of new outcomes, plus a random few ms, so the
                 # kill lands while requests are in flight, being recorded or settled.
@@ -155,9 +180,13 @@ def test_kill_nine_at_random_moments_then_resume(
             if proc.stderr:
                 proc.stderr.close()
     assert kills >= 8  # a run may finish before its kill lands; most do not
+    assert server_was_down
 
-    outcomes = read_results(results)
-    assert {r["row"] for r in outcomes} == {r["row"] for r in rows}
+    # Every row's last outcome is final: sent, or (without re-sends) unknown.
+    latest = {r["row"]: r for r in read_results(results)}
+    outcomes = list(latest.values())
+    assert set(latest) == {r["row"] for r in rows}
+    assert set(finished(results, resend)) == set(latest)
     stored = Counter(m["message"] for m in fake.messages if m["message"].startswith("Row "))
     assert max(stored.values()) == 1, "a message was stored twice"
     book = Journal(journal)
@@ -169,6 +198,22 @@ def test_kill_nine_at_random_moments_then_resume(
     assert "in_flight" not in states  # ...and none left in flight
     sent_keys = [r.idempotency_key for r in fake.requests[first_request:]]
     assert all(k and k.startswith("camp-") for k in sent_keys)
+    # Another campaign on the same journal file is refused before it sends anything.
+    before = len(fake.requests)
+    other = subprocess.run(
+        [
+            *(sys.executable, "-c", CAMPAIGN.replace('"camp"', '"other"'), url, str(journal)),
+            *(str(tmp_path / "other.jsonl"), str(todo), "1" if resend else "0"),
+        ],
+        cwd=ROOT,
+        env=untraced_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert other.returncode == 1 and "belongs to the campaign" in other.stderr
+    assert len(fake.requests) == before
     if resend:
         assert states == {"accepted": 5000}
         assert len(stored) == 5000

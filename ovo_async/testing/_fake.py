@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sized
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -88,6 +88,8 @@ class FakeOVO:
         self.callbacks: list[CallbackRecord] = self._callbacks.records
         self.callback_timeout = callback_timeout
         self._lock = threading.RLock()
+        #: Notified whenever a message is stored (`wait_for_messages`).
+        self._stored_more = threading.Condition(self._lock)
         self._stored: dict[str, _Stored] = {}
         self._unreachable: set[str] = set()
         self._faults: dict[str, deque[_Fault]] = {}
@@ -268,6 +270,22 @@ class FakeOVO:
         if due:
             self._callbacks.send(due)
 
+    def wait_for_messages(self, count: int, timeout: float = 5.0) -> int:
+        """Block until at least `count` messages are stored; how many are. Raises
+        `TimeoutError` if they are not within `timeout` seconds."""
+        return self._wait_for(self._stored, count, timeout, "messages stored")
+
+    def wait_for_requests(self, count: int, timeout: float = 5.0) -> int:
+        """Block until at least `count` requests have been answered (or their answer
+        failed to go out); how many have. `TimeoutError` after `timeout` seconds."""
+        return self._wait_for(self.requests, count, timeout, "requests answered")
+
+    def _wait_for(self, things: Sized, count: int, timeout: float, what: str) -> int:
+        with self._stored_more:
+            if not self._stored_more.wait_for(lambda: len(things) >= count, timeout):
+                raise TimeoutError(f"{len(things)} of {count} {what}")
+            return len(things)
+
     def wait_for_callbacks(self, timeout: float = 5.0) -> list[CallbackRecord]:
         """Block until every callback due so far has been delivered (or has failed)."""
         return self._callbacks.wait(timeout)
@@ -379,6 +397,7 @@ class FakeOVO:
                 self.requests.append(
                     RecordedRequest(method, path, endpoint, masked, body, status, received_at)
                 )
+                self._stored_more.notify_all()
 
     def _authorize(self, headers: dict[str, str]) -> None:
         auth = headers.get("authorization", "")
@@ -535,4 +554,5 @@ class FakeOVO:
                 unreachable=item["to"] in self._unreachable,
             )
             self._stored[stored.message_id] = stored
+            self._stored_more.notify_all()
             return stored
