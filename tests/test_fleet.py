@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from celery import Celery  # type: ignore[import-untyped]
 
-from ovo_async.contrib.celery import shards
+from ovo_async.contrib.celery import register, shards
 
 from .conftest import untraced_env
 from .test_redis_limiter import redis_url  # noqa: F401  (the redis-server fixture)
@@ -175,3 +175,42 @@ def test_shards_refuses_a_bad_size_at_once(size: Any) -> None:
         shards([{"to": "+14155550123"}], size=size)
     assert info.value.field == "size"
     assert [len(s) for s in shards(range(5), size=2)] == [2, 2, 1]
+
+
+def test_two_accounts_tasks_in_one_worker_process_send_with_their_own_keys() -> None:
+    """The per-process client was cached by pid alone: the second account's shard went
+    out with the first account's key, to the first account's server."""
+    from ovo_async.testing import FakeOVO
+
+    app = Celery("accounts", broker="memory://")
+    app.conf.task_always_eager = True  # both tasks run in this one process
+    first, second = FakeOVO(api_key="key-first"), FakeOVO(api_key="key-second")
+    with first.serve() as first_url, second.serve() as second_url:
+        tasks = [
+            register(
+                app,
+                name=f"ovo.send_shard.{account}",
+                client_options={"api_key": f"key-{account}", "base_url": url},
+            )
+            for account, url in (("first", first_url), ("second", second_url))
+        ]
+        rows = [{"to": "+14155550100", "from": "Shop", "message": "Hi"}]
+        counts = [task.delay(rows, campaign=f"c{i}").get() for i, task in enumerate(tasks)]
+        again = tasks[0].delay(rows, campaign="c2").get()  # the first account's client again
+    assert counts == [{"sent": 1, "failed": 0, "may_have_been_sent": 0}] * 2
+    assert again["sent"] == 1
+    assert len(first.messages) == 2 and len(second.messages) == 1
+    assert all(r.status == 201 or r.status == 200 for r in first.requests + second.requests)
+
+
+def test_worker_clients_are_one_per_set_of_options_and_refuse_unknown_ones() -> None:
+    from ovo_async import ValidationError
+    from ovo_async.contrib.celery import worker_client
+
+    a = worker_client(api_key="k1", base_url="http://127.0.0.1:9/v1", timeout=5.0)
+    b = worker_client(api_key="k1", base_url="http://127.0.0.1:9/v1", timeout=5.0)
+    c = worker_client(api_key="k2", base_url="http://127.0.0.1:9/v1", timeout=5.0)
+    assert a is b and a is not c
+    with pytest.raises(ValidationError) as info:
+        worker_client(api_key="k1", no_such_option=1)
+    assert info.value.field == "client_options"

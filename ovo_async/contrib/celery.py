@@ -28,25 +28,63 @@ from .._retry import RetryPolicy
 
 __all__ = ["register", "send_shard", "shards", "worker_client"]
 
-_clients: dict[int, Any] = {}
+#: This process's clients, one per set of client options, and the pid they belong to.
+_clients: dict[Any, Any] = {}
+_clients_pid: list[int] = [os.getpid()]
 
 
 def worker_client(**options: Any) -> Any:
-    """This worker process's `OVOClient`, made on first use after the fork (one per pid).
+    """This worker process's `OVOClient` for these options, made on first use after the
+    fork: one per process per distinct set of options (tasks of two accounts in one
+    process each send with their own key, never the first one's).
 
     Safe redelivery needs the server to honour idempotency keys, so unless `retry` is
     given the client re-sends what may have been sent, with the same key.
     """
     pid = os.getpid()
-    client = _clients.get(pid)
+    if _clients_pid[0] != pid:
+        _clients.clear()  # a parent's clients are not ours to use or close
+        _clients_pid[0] = pid
+    options.setdefault("retry", RetryPolicy(retry_non_idempotent=True))
+    identity = _options_identity(options)
+    client = _clients.get(identity)
     if client is None:
         from .._sync import OVOClient
 
-        options.setdefault("retry", RetryPolicy(retry_non_idempotent=True))
-        client = OVOClient(**options)
-        _clients.clear()  # a parent's client is not ours to use or close
-        _clients[pid] = client
+        try:
+            client = OVOClient(**options)
+        except TypeError as exc:  # an option OVOClient does not take
+            raise ValidationError("client_options", str(exc)) from None
+        _clients[identity] = client
     return client
+
+
+def _options_identity(options: dict[str, Any]) -> Any:
+    """A hashable stand-in for a set of client options (equal options, equal identity)."""
+
+    def frozen(value: Any) -> Any:
+        if isinstance(value, dict):
+            return (
+                "dict",
+                tuple(sorted((str(k), frozen(v)) for k, v in value.items())),
+            )
+        if isinstance(value, (list, tuple)):
+            return ("seq", tuple(frozen(v) for v in value))
+        try:
+            hash(value)
+        except TypeError:
+            # Equal values, such as two httpx.Timeout(5.0), share a client; the API key
+            # and base URL are strings, so this never mixes accounts.
+            return ("repr", type(value).__qualname__, repr(value))
+        return (type(value).__qualname__, value)
+
+    import hashlib
+
+    key = options.get("api_key")
+    if isinstance(key, str):
+        # Only a digest of the key is kept beside the client (never the key in clear).
+        options = {**options, "api_key": hashlib.sha256(key.encode()).hexdigest()}
+    return frozen(options)
 
 
 def shards(items: Iterable[Any], size: int = 1000) -> Iterator[list[Any]]:
