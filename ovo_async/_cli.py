@@ -32,6 +32,17 @@ EXAMPLE_SEND_MANY = (
 )
 
 
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM (systemd's stop, `docker stop`) end a blocking run as Ctrl-C does:
+    with `KeyboardInterrupt`, so the run stops its requests and the command prints its
+    summary and keeps its results, instead of dying where it stands."""
+    signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _client(**options: Any) -> Any:
     from ._sync import OVOClient
 

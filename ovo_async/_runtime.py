@@ -261,6 +261,7 @@ class SyncCore:
             return future.result()
         except concurrent.futures.CancelledError:
             # Not ours (we only cancel below): the loop was stopped under this call.
+            _park_daemon_at_exit()
             raise OVOError(
                 "the call was cancelled because its client was closed or the "
                 "interpreter is exiting; whether it was sent is unknown"
@@ -270,7 +271,7 @@ class SyncCore:
                 # Ctrl-C (or another signal) arrived while waiting: do not leave the call
                 # running in the background, which could still send the SMS.
                 future.cancel()
-                finished.wait(CANCEL_TIMEOUT)
+                _wait_out(finished.wait)
             raise
 
     def run(self, fn: Callable[[AsyncOVOClient], Awaitable[T]]) -> T:
@@ -315,6 +316,31 @@ class SyncCore:
             _asyncio().run_coroutine_threadsafe(self.client.aclose(), loop).result(STOP_TIMEOUT)
 
 
+def _park_daemon_at_exit() -> None:
+    """A daemon thread whose run the interpreter's exit stopped: wait here for the exit
+    to end it, as it ends a daemon thread blocked anywhere else, instead of raising into
+    a thread nobody joins (its traceback would be printed at every exit)."""
+    thread = threading.current_thread()
+    if RUNTIME.shut_down and thread.daemon and thread is not threading.main_thread():
+        threading.Event().wait()
+
+
+def _wait_out(finished: Callable[[float], bool]) -> None:
+    """Wait (at most CANCEL_TIMEOUT) for a cancelled call to finish on the loop;
+    `finished(seconds)` waits up to that long and says whether it has. A second Ctrl-C
+    during the wait does not cut it short: the first one is being honoured, and leaving
+    now would let the next call meet the cancelled one still running."""
+    import time
+
+    deadline = time.monotonic() + CANCEL_TIMEOUT
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            if finished(left):
+                return
+        except KeyboardInterrupt:
+            continue
+
+
 class SyncIterator(Generic[T]):
     """A blocking iterator driving an async iterator on the loop thread.
 
@@ -338,6 +364,9 @@ class SyncIterator(Generic[T]):
         except StopAsyncIteration:
             self._done = True
             raise StopIteration from None
+        except Exception:
+            _park_daemon_at_exit()
+            raise
 
     def _next(self) -> T:
         return self._core.call(self._source.__anext__)
@@ -422,6 +451,22 @@ class _Feed:
         loop.call_soon_threadsafe(deliver)
 
 
+def _drained(ready: queue.SimpleQueue[Any], done: object, seconds: float) -> bool:
+    """Take from `ready` until `done` comes (the step has ended), for up to `seconds`.
+    Requests for input met on the way are left unanswered: the run is being stopped."""
+    import queue
+    import time
+
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            if ready.get(timeout=left) is done:
+                return True
+        except queue.Empty:
+            return False
+    return False
+
+
 class BulkRun(SyncIterator["BulkOutcome"]):
     """The blocking iterator `OVOClient.sms.send_many` returns: one `BulkOutcome` per input.
 
@@ -471,7 +516,11 @@ class BulkRun(SyncIterator["BulkOutcome"]):
             raise OVOError("the run was cancelled: its client was closed") from None
         except BaseException:
             if not future.done():
+                # Ctrl-C (or SIGTERM made KeyboardInterrupt) while waiting: cancel the
+                # step and wait till the run has left it, so that closing the run next
+                # (`with` does) finds it stopped, not still running its step.
                 future.cancel()
+                _wait_out(lambda seconds: _drained(ready, done, seconds))
             raise
 
     def __enter__(self) -> BulkRun:
