@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import os
 import signal
 import string
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import click
 
 from ._errors import OVOError, ValidationError
+from ._validation import sender as sender_field
 
 __all__ = ["cli"]
 
@@ -65,33 +67,42 @@ def _one_call() -> Iterator[None]:
         sys.exit(1)
 
 
-def _template_fields(template: str) -> list[str]:
-    """The columns a template names; only plain `{column}` fields are allowed (no `{}`,
-    no conversions or format specs, which would fail or blow up per row)."""
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise click.BadParameter(f"{exc}", param_hint="--message") from None
-    fields = []
-    for _, field, spec, conversion in parsed:
-        if field is None:
-            continue
-        if not field or spec or conversion:
-            raise click.BadParameter(
-                "use plain {column} fields (write {{ and }} for braces)",
-                param_hint="--message",
-            )
-        fields.append(field)
-    return fields
+class _Template:
+    """A `--message` template: literal text and `{column}` fields, each field the whole
+    name of a column (`{0}`, `{a.b}` and `{a[0]}` name columns "0", "a.b" and "a[0]"; to
+    str.format they would be a position, an attribute and an index, and fail per row)."""
+
+    def __init__(self, template: str) -> None:
+        try:
+            parsed = list(string.Formatter().parse(template))
+        except ValueError as exc:
+            raise click.BadParameter(f"{exc}", param_hint="--message") from None
+        self.parts: list[tuple[str, str | None]] = []
+        for literal, field, spec, conversion in parsed:
+            if field is not None and (not field or spec or conversion):
+                raise click.BadParameter(
+                    "use plain {column} fields (write {{ and }} for braces)",
+                    param_hint="--message",
+                )
+            self.parts.append((literal, field))
+        #: The columns it names, in order.
+        self.fields = [field for _, field in self.parts if field is not None]
+
+    def render(self, row: dict[str, Any]) -> str:
+        return "".join(
+            literal + ("" if field is None else row.get(field) or "")
+            for literal, field in self.parts
+        )
 
 
 class _Rows:
     """A CSV campaign read lazily: one send_many item per row, rows rendered on the way."""
 
     def __init__(self, path: Path, template: str, to_column: str, sender: str | None) -> None:
-        self.path, self.template, self.to_column, self.sender = path, template, to_column, sender
+        self.path, self.to_column, self.sender = path, to_column, sender
+        self.template = _Template(template)
         self.stop_requested = False
-        self.total = self._scan([to_column, *_template_fields(template)])
+        self.total = self._scan([to_column, *self.template.fields])
 
     def _scan(self, needed: list[str]) -> int:
         """Read the whole file once before anything is sent: its rows, or a usage error
@@ -145,7 +156,7 @@ class _Rows:
                     return  # Ctrl-C: take no more rows, let those in flight finish
                 item: dict[str, Any] = {
                     "to": row.get(self.to_column) or "",
-                    "message": self.template.format_map({k: v or "" for k, v in row.items() if k}),
+                    "message": self.template.render(row),
                 }
                 if self.sender:
                     item["from"] = self.sender
@@ -261,6 +272,16 @@ def send_many(
     Ctrl-C stops taking rows, lets those in flight finish, and prints a summary; run the
     same command with the same --journal to finish without sending anything twice.
     """
+    if sender is not None:
+        try:
+            sender_field("--from", sender)
+        except ValidationError as exc:
+            raise click.UsageError(str(exc)) from None
+    for option, path in (("--journal", journal), ("--results", results)):
+        if path is not None and not path.parent.is_dir():
+            raise click.UsageError(
+                f"{option} {path}: the directory {str(path.parent)!r} does not exist"
+            )
     rows = _Rows(csv_file, template, to_column, sender)
     if dry_run:
         from ._estimate import estimate as run_estimate
@@ -269,7 +290,7 @@ def send_many(
         _print_estimate(result)
         sys.exit(1 if result.invalid else 0)
     total = rows.count()
-    previous = signal.getsignal(signal.SIGINT)
+    previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
 
     def on_sigint(signum: int, frame: Any) -> None:
         if rows.stop_requested:  # a second Ctrl-C: stop now
@@ -277,16 +298,13 @@ def send_many(
         rows.stop_requested = True
 
     signal.signal(signal.SIGINT, on_sigint)
+    interrupt_on_sigterm()
     sent = failed = 0
     started = time.monotonic()
-    out: TextIO | None = None
+    failure: OVOError | None = None
+    out = _ResultsFile(results) if results is not None else None
     try:
         with _client(default_region=region) as client:
-            writer = None
-            if results is not None:
-                out = results.open("w", newline="", encoding="utf-8")
-                writer = csv.writer(out)
-                writer.writerow(["row", "to", "message_id", "status", "error"])
             prefix = _key_prefix(journal) if journal is not None else None
             try:
                 run = client.sms.send_many(
@@ -311,17 +329,26 @@ def send_many(
                     else:
                         failed += 1
                         row = ["", "failed", str(outcome.error)]
-                    if writer is not None:
-                        writer.writerow([outcome.index + 1, to, *row])
+                    if out is not None:
+                        out.write([outcome.index + 1, to, *row])
                     display.update(sent + failed, failed)
     except KeyboardInterrupt:
         rows.stop_requested = True
+    except OVOError as exc:  # the run could not go on (its journal, its rate limiter)
+        failure = exc
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
         if out is not None:
-            out.close()
+            # Everything written so far replaces the file at once; a refused or failed
+            # run leaves an earlier run's file as it was.
+            out.finish(keep=sent + failed > 0 or failure is None)
+    if failure is not None:
+        click.echo(f"error: {failure}", err=True)
+        if sent + failed == 0:
+            sys.exit(2 if isinstance(failure, ValidationError) else 1)
     elapsed = time.monotonic() - started
-    stopped = rows.stop_requested
+    stopped = rows.stop_requested or failure is not None
     click.echo(
         f"{'stopped' if stopped else 'done'}: {sent} sent, {failed} failed, "
         f"{total - sent - failed} not sent, in {elapsed:.1f} s"
@@ -329,6 +356,37 @@ def send_many(
         err=stopped,
     )
     sys.exit(0 if failed == 0 and not stopped else 1)
+
+
+class _ResultsFile:
+    """The `--results` CSV, written beside its final name and moved there in one step
+    when the run ends (however it ends), so that no crash, Ctrl-C or concurrent run
+    leaves it torn or truncated: it is the old file whole, or the new one whole."""
+
+    HEADER = ("row", "to", "message_id", "status", "error")
+
+    def __init__(self, path: Path) -> None:
+        import tempfile
+
+        self.path = path
+        try:
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        except OSError as exc:
+            raise click.UsageError(f"--results {path}: {exc.strerror}") from None
+        self._temp = Path(name)
+        self._file = os.fdopen(fd, "w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(self.HEADER)
+
+    def write(self, row: list[Any]) -> None:
+        self._writer.writerow(row)
+
+    def finish(self, *, keep: bool) -> None:
+        self._file.close()
+        if keep:
+            os.replace(self._temp, self.path)
+        else:
+            self._temp.unlink(missing_ok=True)
 
 
 def _key_prefix(journal: Path) -> str:
