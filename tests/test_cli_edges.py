@@ -122,7 +122,7 @@ def test_a_signal_mid_run_prints_the_summary_and_keeps_every_result(
 
 def one_line_errors(cases: dict[str, list[str]], env: dict[str, str]) -> None:
     names = list(cases)
-    for name, (code, out, err) in zip(
+    for name, (code, _out, err) in zip(
         names, run_together([cases[n] for n in names], env), strict=True
     ):
         assert "Traceback" not in err, (name, err)
