@@ -212,3 +212,61 @@ def test_without_the_extra_it_says_which_to_install() -> None:
     done = run_python(code)
     assert "ovo-async[redis]" in done.stderr
     assert OVOError.__name__ in done.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:99999/0", "redis://[::1", "redis://h:-1/0", "redis://:pw@[x/0"]
+)
+def test_a_url_redis_cannot_use_is_refused_at_construction(url: str) -> None:
+    # These raised a raw ValueError out of send_many, at the first request.
+    from ovo_async.contrib.redis import RedisRateLimiter
+
+    with pytest.raises(ValidationError) as info:
+        RedisRateLimiter(url, rate=10)
+    assert info.value.field == "redis_url" and "pw" not in str(info.value)
+
+
+def test_the_password_in_the_url_is_never_shown() -> None:
+    from ovo_async.contrib.redis import RedisRateLimiter
+
+    limiter = RedisRateLimiter("redis://:s3cr3t-pw@127.0.0.1:6379/0", rate=10)
+    shown = [
+        repr(limiter),
+        str(limiter),
+        repr(vars(limiter)) if hasattr(limiter, "__dict__") else "",
+    ]
+    shown += [repr(getattr(limiter, name, None)) for name in dir(limiter)]
+    assert not any("s3cr3t" in text for text in shown)
+    with pytest.raises(TypeError):
+        import pickle
+
+        pickle.dumps(limiter)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "5", True])
+def test_a_bad_timeout_is_refused(timeout: object) -> None:
+    from ovo_async.contrib.redis import RedisRateLimiter
+
+    with pytest.raises(ValidationError) as info:
+        RedisRateLimiter("redis://127.0.0.1:6379/0", rate=10, timeout=timeout)  # type: ignore[arg-type]
+    assert info.value.field == "timeout"
+
+
+async def test_a_frozen_redis_stops_the_run_within_its_timeout() -> None:
+    """A Redis that accepts connections and never answers (stopped with SIGSTOP, or a
+    dead network path) hung the run forever."""
+    import asyncio
+
+    from ovo_async.contrib.redis import RedisRateLimiter
+
+    frozen = socket.socket()
+    frozen.bind(("127.0.0.1", 0))
+    frozen.listen(8)  # accepted by the kernel, never read
+    try:
+        port = frozen.getsockname()[1]
+        limiter = RedisRateLimiter(f"redis://127.0.0.1:{port}/0", rate=10, timeout=0.3)
+        # Without a timeout of its own, wait_for's TimeoutError would come instead.
+        with pytest.raises(OVOError, match="no answer from Redis"):
+            await asyncio.wait_for(limiter.acquire(1), 10)
+    finally:
+        frozen.close()

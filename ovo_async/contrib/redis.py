@@ -60,6 +60,36 @@ return wait
 """
 
 
+#: Seconds a Redis command (and a connect) may take: a frozen Redis stops the run with an
+#: OVOError instead of hanging it (redis-py 5.0 sets no timeout of its own).
+DEFAULT_TIMEOUT = 5.0
+
+
+class _SecretURL:
+    """The Redis URL, which may hold a password: no repr, str or vars() shows it."""
+
+    __slots__ = ("__url",)
+
+    def __init__(self, url: str) -> None:
+        self.__url = url
+
+    def value(self) -> str:
+        return self.__url
+
+    def __repr__(self) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.__url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return f"<redis URL {parts.scheme}://{'****@' if parts.password else ''}{host}{port}>"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Redis URL holder cannot be pickled")
+
+
 class RedisRateLimiter:
     """A `rate_limiter` for `send_many` shared by every process using `redis_url` and `name`.
 
@@ -80,6 +110,7 @@ class RedisRateLimiter:
         name: str = "ovo",
         burst: float = 1.0,
         charge: str = "message",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         if isinstance(rate, bool) or not isinstance(rate, (int, float)):
             raise ValidationError("rate", f"must be messages per second, got {rate!r}")
@@ -109,12 +140,21 @@ class RedisRateLimiter:
             raise ValidationError("burst", f"must be more than 0 and at most 60, got {burst!r}")
         if charge not in ("message", "segment"):
             raise ValidationError("charge", f'must be "message" or "segment", got {charge!r}')
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or not 0 < timeout <= 3600
+        ):
+            raise ValidationError("timeout", f"must be seconds, more than 0, got {timeout!r}")
+        _check_url(redis_url)
         #: What one token pays for; `send_many` reads it.
         self.charge: str = charge
         self.rate: float = float(rate)
         self.capacity: float = max(self.rate * burst, 1.0)
         self.name: str = name
-        self._url = redis_url
+        self._url = _SecretURL(redis_url)
+        self._timeout = float(timeout)
         self._keys = [f"{name}:bucket", f"{name}:gate"]
         # redis.asyncio connections belong to one event loop: one client per loop.
         self._clients: dict[int, tuple[Any, Any]] = {}
@@ -129,7 +169,11 @@ class RedisRateLimiter:
         if entry is None or entry[0] is not loop:
             import redis.asyncio
 
-            client = redis.asyncio.Redis.from_url(self._url)
+            client = redis.asyncio.Redis.from_url(
+                self._url.value(),
+                socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+            )
             entry = (loop, client.register_script(SCRIPT))
             self._clients = {id(loop): entry}
         return entry[1]
@@ -166,3 +210,15 @@ class RedisRateLimiter:
 
     async def _pause(self, seconds: float) -> None:
         await self._script()(keys=self._keys, args=["pause", seconds])
+
+
+def _check_url(url: str) -> None:
+    """A URL redis-py can use, or a `ValidationError` now (not a raw ValueError at the
+    first request); the message never shows the URL, which may hold a password."""
+    import redis.asyncio
+
+    try:
+        redis.asyncio.ConnectionPool.from_url(url)
+    except (ValueError, TypeError) as exc:
+        reason = str(exc).replace(url, "<the URL>")
+        raise ValidationError("redis_url", f"is not a URL redis can use: {reason}") from None
