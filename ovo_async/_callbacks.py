@@ -71,6 +71,8 @@ def _check_fields(message: Message) -> None:
         raise ValidationError("body", f"is not a status callback: {exc}") from None
     texts = {"to": message.to, "from": message.from_, "status": str(message.status)}
     for name, text in texts.items():
+        if not text.strip():
+            raise ValidationError("body", f"is not a status callback: {name} is empty")
         if not text.isprintable():
             raise ValidationError(
                 "body", f"is not a status callback: {name} {text[:40]!r} holds control characters"

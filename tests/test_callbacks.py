@@ -76,6 +76,9 @@ MALFORMED: dict[str, Any] = {
     "message_with_lone_surrogate": json.dumps(message_json(message="half \ud83d")),
     "negative_segments": json.dumps(message_json(segments=-1)),
     "huge_segments": json.dumps(message_json(segments=10**30)),
+    "empty_to": json.dumps(message_json(to="")),
+    "blank_from": json.dumps(message_json(**{"from": "   "})),
+    "empty_status": json.dumps(message_json(status="")),
 }
 
 
