@@ -509,6 +509,66 @@ def _map_aiohttp(exc: BaseException) -> httpx.TransportError | None:
     return None
 
 
+class _WriteLimit:
+    """The write timeout of one request body on aiohttp, which has none: armed when the
+    body's write starts, disarmed when it ends; if it fires, the request's task is
+    cancelled and the cancel becomes `httpx.WriteTimeout`."""
+
+    __slots__ = ("_handle", "fired", "seconds", "task")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.task: Any = None
+        self.fired = False
+        self._handle: Any = None
+
+    def arm(self) -> None:
+        import asyncio
+
+        if self._handle is None and self.task is not None:
+            self._handle = asyncio.get_running_loop().call_later(self.seconds, self._fire)
+
+    def _fire(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+    def disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = None
+        self.task = None  # a write that ends later cancels nothing
+
+
+def _timed_body(content: bytes, limit: _WriteLimit) -> Any:
+    """`content` as an aiohttp payload whose write runs under `limit` (aiohttp's public
+    `BytesPayload`, with the type the SDK sends)."""
+    from aiohttp.payload import BytesPayload
+
+    class TimedBody(BytesPayload):
+        async def write(self, writer: Any) -> None:
+            limit.arm()
+            try:
+                await super().write(writer)
+            finally:
+                limit.disarm()
+
+        async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+            limit.arm()
+            try:
+                await super().write_with_length(writer, content_length)
+            finally:
+                limit.disarm()
+
+    return TimedBody(content, content_type="application/json")
+
+
+def _uncancel(task: Any) -> None:
+    """Take back the cancel the write limit sent (3.11+ counts cancels; 3.10 does not)."""
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()
+
+
 class RawAnswer:
     """A response straight from aiohttp: status, headers, and its body as raw chunks.
 
@@ -580,8 +640,8 @@ class AiohttpIO(httpx.AsyncBaseTransport):
     ) -> RawAnswer:
         """Send one request; return its answer with the body still to be read.
 
-        Timeouts per phase as httpx's (pool, connect, read), and the sum of all phases
-        bounds sending plus the response headers (aiohttp has no write timeout).
+        Timeouts per phase as httpx's: pool, connect and read through aiohttp's own,
+        write by `_WriteLimit` (aiohttp has none), each on its own, never their sum.
         Failures are raised as the httpx errors that tell their fate.
         """
         import asyncio
@@ -600,37 +660,43 @@ class AiohttpIO(httpx.AsyncBaseTransport):
             )
             if len(self._timeouts) < 64:  # a client uses one or a few
                 self._timeouts[phases] = limits
+        write_limit = (
+            _WriteLimit(timeout.write)
+            if timeout.write is not None and content is not None
+            else None
+        )
         request = session.request(
             method,
             url,
             # Inline: no frame of ours holds the key in a plain dict (tracebacks with
             # locals would show it).
             headers={**headers, "Authorization": key.bearer()},
-            data=content,
+            data=content if write_limit is None else _timed_body(content or b"", write_limit),
             allow_redirects=False,
             auto_decompress=False,
             compress=False,
             timeout=limits,
         )
         try:
-            if any(p is None for p in phases):
+            if write_limit is None:
                 response = await request
             else:
-                deadline = float(sum(p for p in phases if p is not None))
-                # asyncio.timeout (3.11+) cancels in place; wait_for made a task each.
-                scope: Any = asyncio.timeout(deadline) if hasattr(asyncio, "timeout") else None
+                # aiohttp bounds the pool and the connect (`connect`, `sock_connect`) and
+                # the answer (`sock_read`, from the end of the body on); the body's own
+                # write is bounded here, from its first byte to its last.
+                task = write_limit.task = asyncio.current_task()
                 try:
-                    if scope is not None:
-                        async with scope:
-                            response = await request
-                    else:  # pragma: no cover - Python 3.10
-                        response = await asyncio.wait_for(request, deadline)
-                except asyncio.TimeoutError as exc:
-                    if scope is not None and not scope.expired():
-                        raise  # aiohttp's own (read) timeout, mapped below
+                    response = await request
+                except asyncio.CancelledError:
+                    if not write_limit.fired:
+                        raise
+                    _uncancel(task)
                     raise httpx.WriteTimeout(
-                        f"no answer within {deadline:g} s (connect + write + read timeouts)"
-                    ) from exc
+                        f"the request body was not sent within the write timeout "
+                        f"({timeout.write:g} s): the server stopped reading"
+                    ) from None
+                finally:
+                    write_limit.disarm()
         except httpx.TransportError:
             raise
         except Exception as exc:
