@@ -26,7 +26,14 @@ __all__ = ["DEFAULT_BASE_URL", "DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "AsyncOVOCli
 
 DEFAULT_BASE_URL = "https://api.ovocommunications.com/v1"
 #: Keep-alive equals the maximum: with fewer, a burst reopens connections on every wave.
-DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+#: Seconds an idle connection is kept for reuse: below the 5 s after which uvicorn, Node.js
+#: and Apache close an idle keep-alive connection, so the SDK never reuses one just as
+#: the server closes it (that request would be lost unread, and reported as possibly
+#: sent). A connection the server has already closed is found out before reuse.
+KEEPALIVE_EXPIRY = 4.0
+DEFAULT_LIMITS = httpx.Limits(
+    max_connections=100, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_EXPIRY
+)
 
 
 def _is_loopback(host: str) -> bool:

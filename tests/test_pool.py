@@ -131,3 +131,45 @@ def test_httpcore_errors_become_the_httpx_errors_httpx_would_raise() -> None:
         assert type(mapped) is getattr(httpx, name) and str(mapped) == "boom", name
     other = ValueError("not httpcore's")
     assert _as_httpx(other) is other
+
+
+def test_idle_connections_expire_before_common_servers_close_them() -> None:
+    """uvicorn, Node.js and Apache close an idle keep-alive connection after 5 s; httpx's
+    default kept them 5 s too, so a send could meet the server's close unread."""
+    from ovo_async._client import DEFAULT_LIMITS
+
+    assert DEFAULT_LIMITS.keepalive_expiry is not None and DEFAULT_LIMITS.keepalive_expiry < 5
+
+
+@pytest.mark.parametrize("io_backend", ["httpx", "aiohttp"])
+async def test_a_connection_idle_past_the_expiry_is_not_reused(
+    io_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import httpx
+
+    from ovo_async import AsyncOVOClient, RetryPolicy
+    from ovo_async import _client
+
+    from .conftest import sent_json
+    from .loopback import Reply, scripted_server
+
+    monkeypatch.setattr(
+        _client,
+        "DEFAULT_LIMITS",
+        httpx.Limits(max_connections=10, max_keepalive_connections=10, keepalive_expiry=0.2),
+    )
+    with scripted_server(Reply(201, sent_json())) as server:
+        async with AsyncOVOClient(
+            api_key="k",
+            base_url=server.url,
+            retry=RetryPolicy(max_retries=0),
+            io_backend=io_backend,  # type: ignore[arg-type]
+        ) as client:
+            await client.sms.send(to="+14155550123", from_="OVO", message="one")
+            await client.sms.send(to="+14155550123", from_="OVO", message="two")
+            assert server.connections == 1  # reused while fresh
+            await asyncio.sleep(0.4)  # idle past the expiry: the time is the test
+            await client.sms.send(to="+14155550123", from_="OVO", message="three")
+        assert server.connections == 2
