@@ -305,7 +305,7 @@ def send_many(
     out = _ResultsFile(results) if results is not None else None
     try:
         with _client(default_region=region) as client:
-            prefix = _key_prefix(journal) if journal is not None else None
+            prefix = _key_prefix(journal, template) if journal is not None else None
             try:
                 run = client.sms.send_many(
                     rows,
@@ -389,12 +389,18 @@ class _ResultsFile:
             self._temp.unlink(missing_ok=True)
 
 
-def _key_prefix(journal: Path) -> str:
-    """The campaign's idempotency-key prefix, from its journal's name: the same name gives
-    the same keys. What a key cannot hold (non-ASCII, control characters) becomes "_",
-    and it never ends with a space: "kampagne-\u00fc.sqlite" was refused as a prefix."""
+def _key_prefix(journal: Path, template: str) -> str:
+    """The campaign's idempotency-key prefix, from its journal's name and its template:
+    the same command gives the same keys, and the next campaign (another template) on the
+    same journal file is refused by the journal before it sends, instead of being taken
+    for this one's replays. What a key cannot hold (non-ASCII, control characters) becomes
+    "_", and it never ends with a space: "kampagne-\u00fc.sqlite" was refused as a prefix."""
+    import hashlib
+
     text = f"ovo-{journal.stem}"[:60]
-    return "".join(c if c.isascii() and c.isprintable() else "_" for c in text).rstrip()
+    name = "".join(c if c.isascii() and c.isprintable() else "_" for c in text).rstrip()
+    digest = hashlib.blake2b(template.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    return f"{name}-t{digest}"
 
 
 class _Display:

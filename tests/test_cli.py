@@ -233,7 +233,8 @@ def test_any_journal_file_name_makes_a_usable_key_prefix(
     for code, _, err in run_together(commands, env):
         assert code == 0, err
     keys = sorted(r.headers["idempotency-key"] for r in fake.requests if r.endpoint == "batch")
-    assert [key.rsplit("-b", 1)[0] for key in keys] == ["ovo-kampagne-_", "ovo-my run"]
+    prefixes = [key.rsplit("-t", 1)[0] for key in keys]
+    assert prefixes == ["ovo-kampagne-_", "ovo-my run"]
 
 
 def test_ctrl_c_halfway_then_the_same_journal_finishes_without_sending_twice(

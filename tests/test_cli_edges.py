@@ -178,3 +178,34 @@ def test_a_template_field_is_a_whole_column_name() -> None:
     row = {"name": "Ann", "0": "zero", "a.b": "dot", "a[0]": "idx"}
     assert template.render(row) == "Hi Ann, zero dot idx {braces}"
     assert TEMPLATE  # the shared template still names plain columns
+
+
+def test_the_next_campaign_on_the_same_journal_file_is_refused_before_it_sends(
+    served: tuple[FakeOVO, dict[str, str]], tmp_path: Path
+) -> None:
+    """The CLI took its key prefix from the journal's name alone: last week's campaign's
+    journal reused for this week's new text reported this week's messages as sent."""
+    fake, env = served
+    campaign, journal = tmp_path / "c.csv", tmp_path / "campaign.sqlite"
+    campaign.write_text("to,name\n+14155550100,Ann\n+14155550101,Bob\n")
+
+    def run(template: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *(*OVO, "send-many", str(campaign), "--message", template),
+                *("--from", "Shop", "--journal", str(journal)),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+
+    assert run("Sale! {name}").returncode == 0
+    assert run("Sale! {name}").returncode == 0  # the same campaign again: replays
+    refused = run("New week, {name}")
+    assert refused.returncode == 1 and "belongs to the campaign" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert sorted(m["message"] for m in fake.messages) == ["Sale! Ann", "Sale! Bob"]

@@ -149,8 +149,7 @@ async def test_a_connection_idle_past_the_expiry_is_not_reused(
 
     import httpx
 
-    from ovo_async import AsyncOVOClient, RetryPolicy
-    from ovo_async import _client
+    from ovo_async import AsyncOVOClient, RetryPolicy, _client
 
     from .conftest import sent_json
     from .loopback import Reply, scripted_server
