@@ -451,22 +451,6 @@ class _Feed:
         loop.call_soon_threadsafe(deliver)
 
 
-def _drained(ready: queue.SimpleQueue[Any], done: object, seconds: float) -> bool:
-    """Take from `ready` until `done` comes (the step has ended), for up to `seconds`.
-    Requests for input met on the way are left unanswered: the run is being stopped."""
-    import queue
-    import time
-
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            if ready.get(timeout=left) is done:
-                return True
-        except queue.Empty:
-            return False
-    return False
-
-
 class BulkRun(SyncIterator["BulkOutcome"]):
     """The blocking iterator `OVOClient.sms.send_many` returns: one `BulkOutcome` per input.
 
@@ -478,32 +462,38 @@ class BulkRun(SyncIterator["BulkOutcome"]):
         super().__init__(core, source)
         self._run = source
         self._feed = source._feed_from_consumer_thread(_Feed)
+        #: The task taking the next outcome on the loop, while there is one.
+        self._step: asyncio.Task[Any] | None = None
 
     @property
     def progress(self) -> BulkProgress:
         """Live counts of the run."""
         return self._run.progress
 
+    async def _take_next(self, ready: queue.SimpleQueue[Any] | None, done: object) -> BulkOutcome:
+        """One step of the run, on the loop, known to `close()` while it lasts."""
+        self._step = _asyncio().current_task()
+        try:
+            return await self._run.__anext__()
+        finally:
+            self._step = None
+            if ready is not None:
+                ready.put(done)
+
     def _next(self) -> BulkOutcome:
         feed = self._feed
         if feed is None:
-            return self._core.call(self._run.__anext__)
+            return self._core.call(lambda: self._take_next(None, None))
         # Wait for the next outcome on this thread while serving the run's requests for
         # input, which must be read here.
         ready: queue.SimpleQueue[Any] = feed.requests
         done = object()
 
-        async def next_outcome() -> BulkOutcome:
-            try:
-                return await self._run.__anext__()
-            finally:
-                ready.put(done)
-
         import concurrent.futures
 
         loop = self._core._loop()
         future: concurrent.futures.Future[BulkOutcome] = _asyncio().run_coroutine_threadsafe(
-            next_outcome(), loop
+            self._take_next(ready, done), loop
         )
         try:
             while True:
@@ -516,12 +506,27 @@ class BulkRun(SyncIterator["BulkOutcome"]):
             raise OVOError("the run was cancelled: its client was closed") from None
         except BaseException:
             if not future.done():
-                # Ctrl-C (or SIGTERM made KeyboardInterrupt) while waiting: cancel the
-                # step and wait till the run has left it, so that closing the run next
-                # (`with` does) finds it stopped, not still running its step.
+                # Ctrl-C (or SIGTERM made KeyboardInterrupt) while waiting: stop the step
+                # (`close()` then waits for it to end).
                 future.cancel()
-                _wait_out(lambda seconds: _drained(ready, done, seconds))
             raise
+
+    def close(self) -> None:
+        """Stop the run (and any work it started). Safe to repeat."""
+        if self._done:
+            return
+        self._done = True
+        self._core.call(self._stop)
+
+    async def _stop(self) -> None:
+        # A Ctrl-C can land anywhere on the caller's thread, even between scheduling a
+        # step and holding its future: whatever step is still running is cancelled and
+        # waited out here, on the loop, so the run is never closed in mid-step.
+        step = self._step
+        if step is not None and step is not _asyncio().current_task():
+            step.cancel()
+            await _asyncio().wait([step])
+        await self._run.aclose()
 
     def __enter__(self) -> BulkRun:
         return self

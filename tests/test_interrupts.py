@@ -30,7 +30,7 @@ RUNS = textwrap.dedent(
         for i in range(rounds):
             items = ({"to": f"+1415555{n:04d}", "message": f"r{i} m{n}"} for n in range(10**6))
             try:
-                with client.sms.send_many(items, batch_size=None, concurrency=8) as run:
+                with client.sms.send_many(items, batch_size=None, concurrency=2) as run:
                     for n, outcome in enumerate(run):
                         if n == 3:
                             print("running", i, flush=True)
