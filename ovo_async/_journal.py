@@ -23,7 +23,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from . import _errors, _json
 from ._errors import OVOError
@@ -344,12 +344,7 @@ class Journal:
             identities,
         ).fetchall()
         found = {identity: (state, outcome, run) for identity, state, outcome, run in rows}
-        if self.unresolved:
-            for identity in identities:
-                entry = self.unresolved.get(identity)
-                if entry is not None:
-                    found[identity] = entry
-        return found
+        return _with_unresolved(found, self.unresolved, identities)
 
     @_journal_errors
     def contents(self, identities: list[str]) -> dict[str, str]:
@@ -359,12 +354,7 @@ class Journal:
             f"AND identity IN ({','.join('?' * len(identities))})",
             identities,
         ).fetchall()
-        found: dict[str, str] = dict(rows)
-        for identity in identities:
-            digest = self._unresolved_contents.get(identity)
-            if digest is not None:
-                found[identity] = digest
-        return found
+        return _with_unresolved(dict(rows), self._unresolved_contents, identities)
 
     @_journal_errors
     def record(
@@ -494,6 +484,21 @@ class Journal:
         for (members,) in self.db.execute("SELECT members FROM requests WHERE outcomes IS NULL"):
             counts[IN_FLIGHT] += len(members.split("\n"))
         return counts
+
+
+_V = TypeVar("_V")
+
+
+def _with_unresolved(
+    found: dict[str, _V], unresolved: dict[str, _V], identities: list[str]
+) -> dict[str, _V]:
+    """`found`, with what this run holds in memory for requests still in flight."""
+    if unresolved:
+        for identity in identities:
+            entry = unresolved.get(identity)
+            if entry is not None:
+                found[identity] = entry
+    return found
 
 
 def _add_content_columns(db: sqlite3.Connection) -> None:

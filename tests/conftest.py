@@ -48,12 +48,12 @@ STATUS_CLASSES: list[tuple[int, type[APIError]]] = [
 ]
 
 
-def run_python(code: str) -> subprocess.CompletedProcess[str]:
-    """`code` in a fresh interpreter from the project root (to see what a user's process
-    would, with modules hidden by `sys.modules[name] = None`)."""
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`code` in a fresh interpreter from the project root, `args` its `sys.argv[1:]` (to
+    see what a user's process would, with modules hidden by `sys.modules[name] = None`)."""
     root = Path(__file__).resolve().parent.parent
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code, *args],
         capture_output=True,
         text=True,
         cwd=root,

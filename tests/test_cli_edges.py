@@ -18,6 +18,13 @@ from .test_cli import OVO, ROOT, TEMPLATE, run_together, send_many, served, writ
 __all__ = ["served"]  # the fixture, shared with test_cli
 
 
+def run_ovo(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """An `ovo` command run to its end, as from a shell."""
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=False
+    )
+
+
 def results_rows(path: Path) -> list[dict[str, str]]:
     """The results file read back whole: it must be CSV to its last byte."""
     data = path.read_bytes()
@@ -67,15 +74,7 @@ def test_a_refused_second_run_leaves_the_running_ones_results_whole(
     # The first run paced slowly enough to be still running when the second starts.
     first = start_and_wait_for_progress([*command, "--results", str(results), "--rate", "400"], env)
     try:
-        second = subprocess.run(
-            [*command, "--results", str(results)],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            timeout=60,
-            check=False,
-        )
+        second = run_ovo([*command, "--results", str(results)], env)
         first.send_signal(signal.SIGTERM)  # then the first stops, keeping what it has
         _, err = first.communicate(timeout=60)
     finally:
@@ -157,15 +156,7 @@ def test_bad_paths_journals_templates_and_senders_are_one_line_errors(
     assert not_a_journal.read_text().startswith("these are my notes")
 
     # Columns whose names str.format would take for a position or an attribute.
-    done = subprocess.run(
-        command("--from", "Shop", template="{name}: {0} {a.b}"),
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    done = run_ovo(command("--from", "Shop", template="{name}: {0} {a.b}"), env)
     assert done.returncode == 0, done.stderr
     assert [m["message"] for m in fake.messages] == ["Ann: zero dotted"]
 
@@ -190,18 +181,8 @@ def test_the_next_campaign_on_the_same_journal_file_is_refused_before_it_sends(
     campaign.write_text("to,name\n+14155550100,Ann\n+14155550101,Bob\n")
 
     def run(template: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                *(*OVO, "send-many", str(campaign), "--message", template),
-                *("--from", "Shop", "--journal", str(journal)),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            timeout=60,
-            check=False,
-        )
+        command = [*OVO, "send-many", str(campaign), "--message", template]
+        return run_ovo([*command, "--from", "Shop", "--journal", str(journal)], env)
 
     assert run("Sale! {name}").returncode == 0
     assert run("Sale! {name}").returncode == 0  # the same campaign again: replays

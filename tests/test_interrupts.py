@@ -12,7 +12,7 @@ import pytest
 
 from ovo_async.testing import FakeOVO
 
-from .conftest import untraced_env
+from .conftest import run_python, untraced_env
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 20
@@ -102,14 +102,6 @@ DAEMON = textwrap.dedent(
 
 def test_a_daemon_thread_running_send_many_at_exit_prints_no_traceback() -> None:
     with FakeOVO(latency=0.01).serve() as url:
-        done = subprocess.run(
-            [sys.executable, "-c", DAEMON, url],
-            cwd=ROOT,
-            env=untraced_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = run_python(DAEMON, url)
     assert done.returncode == 0 and done.stdout == "exiting\n", done.stderr
     assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr, done.stderr

@@ -32,7 +32,7 @@ from ovo_async import (
 from ovo_async._journal import Journal, Taken, error_from_json, error_to_json
 from ovo_async.testing import FakeOVO
 
-from .conftest import untraced_env
+from .conftest import run_python, untraced_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -200,17 +200,9 @@ def test_kill_nine_at_random_moments_then_resume(
     assert all(k and k.startswith("camp-") for k in sent_keys)
     # Another campaign on the same journal file is refused before it sends anything.
     before = len(fake.requests)
-    other = subprocess.run(
-        [
-            *(sys.executable, "-c", CAMPAIGN.replace('"camp"', '"other"'), url, str(journal)),
-            *(str(tmp_path / "other.jsonl"), str(todo), "1" if resend else "0"),
-        ],
-        cwd=ROOT,
-        env=untraced_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    other = run_python(
+        CAMPAIGN.replace('"camp"', '"other"'),
+        *(url, str(journal), str(tmp_path / "other.jsonl"), str(todo), "1" if resend else "0"),
     )
     assert other.returncode == 1 and "belongs to the campaign" in other.stderr
     assert len(fake.requests) == before
