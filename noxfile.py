@@ -1,4 +1,5 @@
-"""Developer tasks: `nox -s tests lint typecheck`, `nox -s generate`, `nox -s bench`."""
+"""Developer tasks: `nox -s tests lint typecheck`, `nox -s coverage`, `nox -s lowest`,
+`nox -s wheel`, `nox -s generate`, `nox -s bench`."""
 
 from __future__ import annotations
 
@@ -33,10 +34,43 @@ _let_pyenv_shims_find_every_python()
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The test suite (the same one the README's test command runs), on 3.10 and 3.13,
-    with branch coverage (its floor is in pyproject.toml)."""
+    """The test suite (the same one the README's test command runs) on the oldest and
+    newest supported Pythons; `nox -s tests -- --cov` adds branch coverage."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHONS[-1])
+def coverage(session: nox.Session) -> None:
+    """The suite once with branch coverage (its floor is in pyproject.toml)."""
     session.install("-e", ".[test]")
     session.run("pytest", "--cov", *session.posargs)
+
+
+@nox.session(python=PYTHONS[0], venv_backend="uv")
+def lowest(session: nox.Session) -> None:
+    """The suite on the lowest versions every range in pyproject.toml allows, on the
+    oldest Python: a floor that crashes or leaks shows here, not at a user's."""
+    session.run_install(
+        "uv",
+        "pip",
+        "install",
+        "--resolution",
+        "lowest-direct",
+        "-e",
+        ".[test]",
+        env={"VIRTUAL_ENV": session.virtualenv.location},
+    )
+    session.run("uv", "pip", "list", env={"VIRTUAL_ENV": session.virtualenv.location})
+    session.run("pytest", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def wheel(session: nox.Session) -> None:
+    """Build the sdist and wheel, check them, and run the installed wheel alone in a
+    fresh venv outside the tree: the demo, `ovo --help` and a user's test file."""
+    session.install("build>=1.2", "twine>=5")
+    session.run("bash", ".ci/check_wheel.sh", external=True)
 
 
 @nox.session(python=PYTHON)

@@ -15,6 +15,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from ._cli import cli
     except ImportError:
+        if args[:1] == ["--version"]:
+            from ._version import __version__
+
+            sys.stdout.write(f"ovo-async {__version__}\n")
+            return 0
         if args[:1] == ["demo"]:
             from ._demo import run
 

@@ -23,6 +23,7 @@ import click
 
 from ._errors import OVOError, ValidationError
 from ._validation import sender as sender_field
+from ._version import __version__
 
 __all__ = ["cli"]
 
@@ -164,6 +165,7 @@ class _Rows:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ovo-async", message="%(prog)s %(version)s")
 def cli() -> None:
     """ovo: send SMS through the OVO API from a shell (OVO_API_KEY, OVO_BASE_URL)."""
 
@@ -469,6 +471,10 @@ def fake(port: int) -> None:
     from .testing import FakeOVO
 
     key = "sk_fake_key"
+    # Ctrl-C and SIGTERM stop it, even when it was started with SIGINT ignored (a shell
+    # job without job control: `ovo fake &`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupt_on_sigterm()
     with contextlib.ExitStack() as serving:
         try:
             url = serving.enter_context(FakeOVO(api_key=key).serve("127.0.0.1", port))

@@ -52,7 +52,17 @@ async def _demo(base_url: str) -> list[tuple[str, str]]:
 
 def run() -> int:
     """Start the fake on loopback, run the demo against it, print a summary."""
+    import importlib.util
+    import sys
+
     from .testing import FakeOVO
+
+    if importlib.util.find_spec("uvicorn") is None:
+        sys.stderr.write(
+            "ovo demo: serving the fake OVO API needs the fake extra: "
+            "pip install 'ovo-async[fake]'\n"
+        )
+        return 2
 
     fake = FakeOVO(sent_after=0.3, delivered_after=0.8)
     print("ovo-async demo: a fake OVO API on loopback; no real SMS is sent.")

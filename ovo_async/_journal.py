@@ -712,19 +712,39 @@ class _Lock:
 
 
 def _exclusive_lock(path: str) -> _Lock:
+    """The lock that keeps a second run off a journal in use: fcntl's flock, or msvcrt's
+    byte lock on Windows. Without either the journal is refused: unlocked, two runs on
+    one journal could each send the same messages."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise OVOError(f"cannot use {path[:-5]!r} as a journal: {exc.strerror}") from None
     try:
-        import fcntl
-
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # pragma: no cover - Windows: no advisory locks
-        pass
+        _lock_fd(fd)
+    except ImportError:
+        os.close(fd)
+        raise OVOError(
+            f"the journal {path[:-5]!r} cannot be locked on this platform (neither fcntl "
+            "nor msvcrt is available), and an unlocked journal could let two runs send the "
+            "same messages: nothing was sent"
+        ) from None
     except OSError:
         os.close(fd)
         raise OVOError(
             f"the journal {path[:-5]!r} is in use by another run; one run per journal"
         ) from None
     return _Lock(fd)
+
+
+def _lock_fd(fd: int) -> None:
+    """Lock `fd` for this process alone, without waiting: OSError if another holds it,
+    ImportError where the platform has no file locks."""
+    try:
+        import fcntl
+    except ImportError:
+        import msvcrt  # Windows
+
+        windows: Any = msvcrt  # typeshed describes it only for win32
+        windows.locking(fd, windows.LK_NBLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from . import _compat
 from ._errors import OVOError
 
 logger = logging.getLogger("ovo_async")
@@ -66,12 +67,11 @@ def _tunnel_class() -> type | None:
     httpcore without one (its errors then stay as they are)."""
     import httpcore
 
-    try:
-        from httpcore._async.http_proxy import AsyncTunnelHTTPConnection
-    except ImportError:  # pragma: no cover - another httpcore
+    AsyncTunnelHTTPConnection: Any = _compat.tunnel_connection_class()
+    if AsyncTunnelHTTPConnection is None:
         return None
 
-    class Tunnel(AsyncTunnelHTTPConnection):
+    class Tunnel(AsyncTunnelHTTPConnection):  # type: ignore[misc]
         async def handle_async_request(self, request: Any) -> Any:
             try:
                 return await super().handle_async_request(request)
@@ -136,15 +136,15 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         self._shards = [_Shard(self._new_pool()) for _ in range(count)]
         self._per = per
         self._suspects = 0
-        self._core = all(hasattr(s.transport, "_pool") for s in self._shards)
+        self._core = all(_compat.transport_pool(s.transport) is not None for s in self._shards)
 
     def _new_pool(self) -> httpx.AsyncHTTPTransport:
         transport = httpx.AsyncHTTPTransport(limits=self._shard_limits, **self._kwargs)
-        core: Any = getattr(transport, "_pool", None)
-        if hasattr(core, "_network_backend"):  # httpcore 1.0's pools and proxies
+        core: Any = _compat.transport_pool(transport)
+        if core is not None:
             from ._sockets import NetworkBackend
 
-            core._network_backend = NetworkBackend()
+            _compat.set_network_backend(core, NetworkBackend())
         if self._kwargs.get("proxy") is not None:
             _tunnel_failures_not_sent(core)
         return transport
@@ -205,7 +205,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         if self._suspects:
             await self._reap()
         shard = self._pick()
-        pool = shard.transport._pool
+        pool = _compat.transport_pool(shard.transport)
         import httpcore  # httpx's own dependency, loaded with its transport
 
         try:
@@ -387,7 +387,7 @@ class CoreAnswer:
 
 def _has_orphans(transport: httpx.AsyncHTTPTransport) -> bool:
     """Whether an idle shard still holds a connection that is neither idle nor closed."""
-    pool = getattr(transport, "_pool", None)
+    pool = _compat.transport_pool(transport)
     connections = getattr(pool, "connections", ())
     return any(not (c.is_idle() or c.is_closed() or c.has_expired()) for c in connections)
 
@@ -400,8 +400,7 @@ def _h11_state_with_surplus(pool_stream: Any) -> Any:
     on that connection: a POST would get another request's receipt. httpcore's own check
     (`has_expired`, socket readable) misses bytes that arrived with the response.
     """
-    connection = getattr(getattr(pool_stream, "_stream", None), "_connection", None)
-    state = getattr(connection, "_h11_state", None)
+    state = _compat.h11_state(pool_stream)
     if state is None:
         return None
     import h11  # only with httpcore's HTTP/1.1, which brings it
@@ -427,7 +426,7 @@ class _TrackedStream(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         shard, self._shard = self._shard, None
         if shard is not None:
-            pool_stream = getattr(self._stream, "_httpcore_stream", None)
+            pool_stream = _compat.httpcore_stream(self._stream)
             await self._owner._finish(shard, pool_stream, self._stream.aclose)
 
 
@@ -750,6 +749,7 @@ class Pool:
         owned: bool,
         rebuild: Callable[[], httpx.AsyncClient] | None = None,
     ) -> None:
+        _compat.check_versions()
         self.http: httpx.AsyncClient = http
         self.owned: bool = owned
         self.closed: bool = False

@@ -21,7 +21,8 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import httpcore
-from httpcore._utils import is_socket_readable  # poll(), or select() on Windows
+
+from ._compat import is_socket_readable  # poll(), or select() on Windows
 
 __all__ = ["NetworkBackend"]
 
@@ -43,9 +44,8 @@ class NetworkBackend(httpcore.AsyncNetworkBackend):
 
     def _fallback(self) -> httpcore.AsyncNetworkBackend:
         if self._other is None:
-            from httpcore._backends.auto import AutoBackend
-
-            self._other = AutoBackend()
+            # httpcore's public anyio backend: trio's streams under trio.
+            self._other = httpcore.AnyIOBackend()
         return self._other
 
     async def connect_tcp(
@@ -304,7 +304,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             return (
                 protocol.eof
                 or bool(protocol.chunks)
-                or is_socket_readable(transport.get_extra_info("socket"))
+                or is_socket_readable()(transport.get_extra_info("socket"))
             )
         if info == "ssl_object":
             return transport.get_extra_info("ssl_object")

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from . import _json, _serde, _validation
+from . import _compat, _json, _serde, _validation
 from ._defaults import DEFAULT_MAX_RESPONSE_BYTES
 from ._errors import (
     APIConnectionError,
@@ -525,7 +525,7 @@ class Transport:
         http = self.pool.client()
         # httpx keeps a client's transport here. The SDK's own (sharded pools, aiohttp)
         # can skip the httpx client's layer; a caller's client or transport goes through it.
-        io = getattr(http, "_transport", None)
+        io = _compat.client_transport(http)
         if isinstance(io, (ShardedTransport, AiohttpIO)) and io.direct():
             return await self._attempt_direct(
                 io, method, url, path, headers, content, parse, timeout

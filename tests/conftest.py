@@ -62,6 +62,15 @@ def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def default_sigint() -> None:
+    """A child's SIGINT as a terminal gives it (for `preexec_fn`): a suite started from a
+    shell job without job control (`pytest &`) runs with SIGINT ignored, and its children
+    would inherit that and never see the Ctrl-C a test sends."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def untraced_env(**extra: str) -> dict[str, str]:
     """This process's environment without coverage's: for subprocesses whose timing a
     test measures (a fleet's rate, a kill at a random moment), which tracing would skew."""

@@ -12,7 +12,7 @@ import pytest
 
 from ovo_async.testing import FakeOVO
 
-from .conftest import run_python, untraced_env
+from .conftest import default_sigint, run_python, untraced_env
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 20
@@ -56,8 +56,7 @@ def test_a_signal_ends_a_blocking_run_with_keyboard_interrupt_every_time(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            # The child's own SIGINT handling, whatever this process ignores.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            preexec_fn=default_sigint,
         )
         assert proc.stdout is not None and proc.stderr is not None
         try:

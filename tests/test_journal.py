@@ -744,3 +744,38 @@ def test_stored_outcomes_read_back_in_every_form() -> None:
     assert mixed[1] == (FAILED, '{"class":"OVOError"}')
     assert accepted_fields(f"sm_1\tqueued\t{at}") == ("sm_1", "queued", at)
     assert accepted_fields(f"[sm_1\tqueued\t{at}") == ("[sm_1", "queued", at)
+
+
+async def test_a_journal_never_runs_unlocked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without fcntl (Windows) the lock was skipped silently: two runs on one journal
+    could each send the same messages. With msvcrt it locks; with neither it refuses."""
+    fake = FakeOVO()
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # import fcntl: ImportError
+    monkeypatch.setitem(sys.modules, "msvcrt", None)
+    async with client_for(fake) as client:
+        with pytest.raises(OVOError, match="cannot be locked on this platform"):
+            await run(client, numbered(3), journal=tmp_path / "j.sqlite")
+    assert fake.requests == []
+
+    locked: set[int] = set()
+
+    class Msvcrt:
+        LK_NBLCK = 2
+
+        @staticmethod
+        def locking(fd: int, mode: int, nbytes: int) -> None:
+            key = os.fstat(fd).st_ino
+            if key in locked:
+                raise OSError("locked")
+            locked.add(key)
+
+    monkeypatch.setitem(sys.modules, "msvcrt", Msvcrt)
+    async with (
+        client_for(fake) as client,
+        client.sms.send_many(numbered(3), journal=tmp_path / "w.sqlite") as first,
+    ):
+        await first.__anext__()  # the first run holds the journal, through msvcrt
+        with pytest.raises(OVOError, match="in use by another run"):
+            await run(client, numbered(3), journal=tmp_path / "w.sqlite")

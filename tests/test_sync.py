@@ -19,7 +19,7 @@ import pytest
 
 from ovo_async import OVOClient, OVOError, SentMessage
 
-from .conftest import API_KEY, sent_json
+from .conftest import API_KEY, default_sigint, sent_json
 from .loopback import Reply, ScriptedServer, scripted_server
 
 TO = "+14155550123"
@@ -152,6 +152,7 @@ def test_ctrl_c_cancels_the_call_in_flight(server: ScriptedServer) -> None:
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        preexec_fn=default_sigint,
     )
     assert proc.stdin is not None and proc.stdout is not None
     try:
