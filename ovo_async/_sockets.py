@@ -43,10 +43,13 @@ class NetworkBackend(httpcore.AsyncNetworkBackend):
         self._other: httpcore.AsyncNetworkBackend | None = None
 
     def _fallback(self) -> httpcore.AsyncNetworkBackend:
-        if self._other is None:
-            # httpcore's public anyio backend: trio's streams under trio.
-            self._other = httpcore.AnyIOBackend()
-        return self._other
+        other = self._other
+        if other is None:
+            # httpcore's public anyio backend (trio's streams under trio); httpcore types
+            # it as possibly None, for an install without anyio, which httpx requires.
+            backend: Any = httpcore.AnyIOBackend
+            other = self._other = backend()
+        return other
 
     async def connect_tcp(
         self,
