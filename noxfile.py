@@ -42,7 +42,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[-1])
 def coverage(session: nox.Session) -> None:
-    """The suite once with branch coverage (its floor is in pyproject.toml)."""
+    """The suite on the newest supported Python, with branch coverage (its floor is in
+    pyproject.toml): CI measures coverage once, here."""
     session.install("-e", ".[test]")
     session.run("pytest", "--cov", *session.posargs)
 
