@@ -24,6 +24,7 @@ __all__ = [
     "set_network_backend",
     "transport_pool",
     "tunnel_connection_class",
+    "tunnel_is_up",
 ]
 
 logger = logging.getLogger("ovo_async")
@@ -127,6 +128,20 @@ def tunnel_connection_class() -> type | None:
         )
         return None
     return AsyncTunnelHTTPConnection
+
+
+def tunnel_is_up(tunnel: Any) -> bool:
+    """Whether an httpcore proxy tunnel got through CONNECT (its `_connected`). True when
+    that cannot be told: a failure is then taken as after the request went out, the
+    fate that never sends twice."""
+    connected = getattr(tunnel, "_connected", None)
+    if connected is None:
+        missing(
+            "httpcore.AsyncTunnelHTTPConnection._connected",
+            "a proxy that fails before its tunnel is up is reported as may-have-been-sent",
+        )
+        return True
+    return bool(connected)
 
 
 def httpcore_stream(response_stream: Any) -> Any:

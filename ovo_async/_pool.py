@@ -78,11 +78,11 @@ def _tunnel_class() -> type | None:
             except (httpcore.ConnectError, httpcore.ConnectTimeout, httpcore.ProxyError):
                 raise  # not sent already
             except httpcore.TimeoutException as exc:
-                if self._connected:
+                if _compat.tunnel_is_up(self):
                     raise
                 raise httpcore.ConnectTimeout(f"the proxy's tunnel timed out: {exc}") from exc
             except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
-                if self._connected:
+                if _compat.tunnel_is_up(self):
                     raise
                 raise httpcore.ProxyError(
                     f"the proxy failed before the tunnel was up: {str(exc) or type(exc).__name__}"

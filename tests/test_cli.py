@@ -396,6 +396,29 @@ def test_every_command_has_help(command: str) -> None:
         assert "Example" in done.stdout or "example" in done.stdout
 
 
+def test_version() -> None:
+    import ovo_async
+
+    for code in (
+        "import sys; from ovo_async.__main__ import main; sys.exit(main(['--version']))",
+        # Without the cli extra too.
+        "import sys; sys.modules['click'] = None\n"
+        "from ovo_async.__main__ import main; sys.exit(main(['--version']))",
+    ):
+        done = run_python(code)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"ovo-async {ovo_async.__version__}\n"
+
+
+def test_the_demo_without_the_fake_extra_says_which_to_install() -> None:
+    done = run_python(
+        "import sys; sys.modules['uvicorn'] = None\n"
+        "from ovo_async.__main__ import main; sys.exit(main(['demo']))"
+    )
+    assert done.returncode == 2 and "ovo-async[fake]" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
 def test_without_the_cli_extra_it_says_which_to_install() -> None:
     code = (
         "import sys; sys.modules['click'] = None\n"

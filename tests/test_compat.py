@@ -75,6 +75,13 @@ def test_httpcore_tunnel_class_gone(
     assert warnings_about(caplog, "AsyncTunnelHTTPConnection")
 
 
+def test_httpcore_tunnel_state_gone(caplog: pytest.LogCaptureFixture) -> None:
+    tunnel = object.__new__(httpcore.AsyncHTTPConnection)  # no _connected on it
+    # Not known: taken as up, so a failure keeps the fate that never sends twice.
+    assert _compat.tunnel_is_up(tunnel) is True
+    assert warnings_about(caplog, "_connected")
+
+
 def test_httpx_response_stream_gone(caplog: pytest.LogCaptureFixture) -> None:
     # With it gone the surplus-bytes defence stopped on the httpx-client path, silently.
     assert _compat.httpcore_stream(httpx.ByteStream(b"")) is None
