@@ -10,6 +10,8 @@ import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
+# uv makes the sessions' environments in seconds (CI makes five); virtualenv otherwise.
+nox.options.default_venv_backend = "uv|virtualenv"
 
 PYTHON = "3.11"
 #: The oldest and newest supported Pythons: CI runs the suite on both (timestamps, asyncio

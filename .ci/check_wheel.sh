@@ -2,9 +2,9 @@
 # The built artifacts, as users get them: build the sdist and wheel, check them, install
 # the wheel alone (with its fake and cli extras) in a fresh venv outside the source tree,
 # then run the demo, the command line and a user's test file on the plugin's fixtures.
+# Run it as `nox -s wheel`, which installs build and twine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q 'build>=1.2' 'twine>=5'
 rm -rf dist
 python -m build -q
 twine check --strict dist/*
