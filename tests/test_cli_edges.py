@@ -72,7 +72,7 @@ def test_a_refused_second_run_leaves_the_running_ones_results_whole(
     write_campaign(campaign)
     command = send_many(campaign, "--batch-size", "20", "--journal", str(journal))
     # The first run paced slowly enough to be still running when the second starts.
-    first = start_and_wait_for_progress([*command, "--results", str(results), "--rate", "400"], env)
+    first = start_and_wait_for_progress([*command, "--results", str(results), "--rate", "100"], env)
     try:
         second = run_ovo([*command, "--results", str(results)], env)
         first.send_signal(signal.SIGTERM)  # then the first stops, keeping what it has
